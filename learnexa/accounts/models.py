@@ -1,0 +1,105 @@
+"""The platform core: companies and their users.
+
+The core knows nothing of Dynamics beyond the two ids an integration may link a user to;
+integrations depend on it, never the other way round.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
+from django.db import models
+from django.db.models.functions import Lower
+
+
+class Company(models.Model):
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    time_zone = models.CharField(max_length=64, default="UTC")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "companies"
+        verbose_name_plural = "companies"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def site_admins(self) -> models.QuerySet[User]:
+        return self.users.filter(is_site_admin=True, is_active=True)
+
+
+class UserManager(BaseUserManager["User"]):
+    def for_email(self, company: Company, email: str) -> models.QuerySet[User]:
+        """Users of `company` with this email, compared case-insensitively."""
+        return (
+            self.filter(company=company)
+            .annotate(email_lower=Lower("email"))
+            .filter(email_lower=email.strip().lower())
+        )
+
+    def create_site_admin(self, company: Company, email: str, password: str, **fields) -> User:
+        user = self.model(company=company, email=email.strip(), is_site_admin=True, **fields)
+        user.set_password(password)
+        user.save()
+        return user
+
+
+class User(AbstractBaseUser):
+    """A person on the platform: a learner, and perhaps a site admin of their company."""
+
+    class Source(models.TextChoices):
+        MANUAL = "manual", "Added by hand"
+        IMPORT = "import", "Imported from a file"
+        DYNAMICS_CRM = "dynamics_crm", "Dynamics 365"
+
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="users")
+    # Unique per company, compared case-insensitively (see Meta); kept as the source wrote it.
+    email = models.CharField(max_length=254)
+    first_name = models.CharField(max_length=256, blank=True)
+    last_name = models.CharField(max_length=256, blank=True)
+    job_title = models.CharField(max_length=128, blank=True)
+    phone = models.CharField(max_length=64, blank=True)
+    city = models.CharField(max_length=128, blank=True)
+    country = models.CharField(max_length=128, blank=True)
+    employee_id = models.CharField(max_length=100, blank=True)
+    is_active = models.BooleanField(default=True)
+    is_site_admin = models.BooleanField(default=False)
+    created_source = models.CharField(
+        max_length=32, choices=Source.choices, default=Source.MANUAL, db_index=True
+    )
+    # The Dynamics records this user is linked to. Set by an integration, never by hand.
+    dynamics_systemuser_id = models.UUIDField(null=True, blank=True)
+    entra_object_id = models.UUIDField(null=True, blank=True, db_index=True)
+    # Set when a sync deactivated the user, so that a sync only ever reactivates the users
+    # it deactivated itself and never undoes an admin's own suspension.
+    deactivated_by_sync_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = UserManager()
+
+    # Emails are unique per company, not globally: the login backend resolves the company.
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+
+    class Meta:
+        db_table = "users"
+        constraints = [
+            models.UniqueConstraint(
+                Lower("email"), "company", name="users_email_unique_per_company"
+            ),
+            models.UniqueConstraint(
+                fields=["company", "dynamics_systemuser_id"],
+                condition=models.Q(dynamics_systemuser_id__isnull=False),
+                name="users_systemuser_unique_per_company",
+            ),
+        ]
+        indexes = [models.Index(fields=["company", "last_name", "first_name"])]
+
+    def __str__(self) -> str:
+        return self.email
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip()

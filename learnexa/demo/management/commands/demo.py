@@ -1,0 +1,152 @@
+import json
+import secrets
+import time
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from learnexa import encryption
+from learnexa.accounts.models import Company, User
+from learnexa.demo.processes import Processes, child_env, wait_for_info_file
+from learnexa.dynamics_crm.jobs import enqueue_sync
+from learnexa.dynamics_crm.models import DynamicsCrmSetting, SyncRun
+
+DEMO_COMPANY = "demo"
+DEMO_ADMIN = "admin@demo.learnexa.test"
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the whole product on this machine: an SQLite database in the data folder, a "
+        "simulated Dynamics 365 organization, a demo company connected to it, the background "
+        "worker, the scheduler and the web app. Ctrl-C stops everything; running it again "
+        "reuses the data."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=8000, help="Web app port (default 8000).")
+        parser.add_argument(
+            "--users",
+            type=int,
+            default=300,
+            help="Users in the simulated organization (default 300).",
+        )
+        parser.add_argument(
+            "--sim-port", type=int, default=8443, help="Simulator port (default 8443)."
+        )
+
+    def handle(self, *args, port, users, sim_port, **options):
+        data = settings.DATA_DIR
+        data.mkdir(parents=True, exist_ok=True)
+        self._ensure_encryption_key(data)
+        call_command("migrate", verbosity=0)
+
+        info_file = data / "simulator" / "info.json"
+        info_file.unlink(missing_ok=True)
+        sim_host = f"127.0.0.1:{sim_port}"
+        # The children trust the simulator's CA and may send it tokens; nothing else changes.
+        env = child_env(LEARNEXA_DATA_DIR=str(data), LEARNEXA_DYNAMICS_ALLOWED_HOSTS=sim_host)
+        processes = Processes(env)
+        try:
+            simulator = processes.start(
+                "simulator",
+                [
+                    "-m",
+                    "dataverse_sim",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(sim_port),
+                    "--users",
+                    str(users),
+                    "--state-dir",
+                    str(data / "simulator"),
+                    "--info-file",
+                    str(info_file),
+                ],
+            )
+            try:
+                info = wait_for_info_file(info_file, simulator)
+            except RuntimeError as exc:
+                raise CommandError(
+                    f"{exc} Is port {sim_port} free? Choose another with --sim-port."
+                ) from exc
+            settings.LEARNEXA_DYNAMICS_ALLOWED_HOSTS = [sim_host]
+            settings.LEARNEXA_DYNAMICS_CA_BUNDLE = info["ca_bundle"]
+            env["LEARNEXA_DYNAMICS_CA_BUNDLE"] = info["ca_bundle"]
+
+            company, password = self._demo_company(data)
+            setting = self._connect(company, info)
+            if not SyncRun.objects.filter(company=company).exists():
+                enqueue_sync(setting, SyncRun.Trigger.SETTINGS_SAVED)
+
+            processes.learnexa("worker", "worker", "--interval", "1", "--no-startup-delay")
+            processes.learnexa("scheduler", "scheduler", "--loop", "--interval", "10")
+            processes.learnexa(
+                "web", "runserver", f"127.0.0.1:{port}", "--noreload", "--skip-checks"
+            )
+            self._say_hello(port, password, info)
+            while (exited := processes.first_exited()) is None:
+                time.sleep(0.5)
+            name, code = exited
+            raise CommandError(f"The {name} process stopped (exit code {code}); stopping the demo.")
+        except KeyboardInterrupt:
+            self.stdout.write("\nStopping…")
+        finally:
+            processes.stop()
+
+    def _ensure_encryption_key(self, data: Path) -> None:
+        if settings.LEARNEXA_ENCRYPTION_KEYS:
+            return
+        key_file = data / encryption.KEY_FILE_NAME
+        if not key_file.exists():
+            key_file.write_text(Fernet.generate_key().decode())
+            key_file.chmod(0o600)
+
+    def _demo_company(self, data: Path) -> tuple[Company, str]:
+        company, _ = Company.objects.get_or_create(
+            slug=DEMO_COMPANY, defaults={"name": "Demo Company"}
+        )
+        login_file = data / "demo-login.json"
+        admin = User.objects.for_email(company, DEMO_ADMIN).first()
+        if admin is None or not login_file.exists():
+            password = secrets.token_urlsafe(12)
+            if admin is None:
+                admin = User.objects.create_site_admin(
+                    company, DEMO_ADMIN, password, first_name="Demo", last_name="Admin"
+                )
+            else:
+                admin.set_password(password)
+                admin.save()
+            login_file.write_text(json.dumps({"email": DEMO_ADMIN, "password": password}))
+            login_file.chmod(0o600)
+        return company, json.loads(login_file.read_text())["password"]
+
+    def _connect(self, company: Company, info: dict) -> DynamicsCrmSetting:
+        setting = DynamicsCrmSetting.objects.filter(company=company).first() or DynamicsCrmSetting(
+            company=company
+        )
+        setting.organization_uri = info["organization_uri"]
+        setting.authority_host = info["authority_host"]
+        setting.tenant_id = info["tenant_id"]
+        setting.client_id = info["client_id"]
+        setting.set_client_secret(info["client_secret"])
+        if setting.pk is None:
+            setting.sync_frequency = DynamicsCrmSetting.Frequency.HOURLY
+            setting.schedule_next()
+        setting.save()
+        return setting
+
+    def _say_hello(self, port: int, password: str, info: dict) -> None:
+        self.stdout.write(
+            self.style.SUCCESS(f"\nLearnexa is running on http://127.0.0.1:{port}/\n")
+        )
+        self.stdout.write(f"  Sign in as   {DEMO_ADMIN}\n  Password     {password}\n")
+        self.stdout.write(
+            f"  Dynamics 365 (simulated) at {info['organization_uri']}, tenant {info['tenant_id']}\n\n"
+            "Next: open Manage site → Integrate Dynamics CRM to watch the first sync, then "
+            "Users to see who arrived from Dynamics.\nPress Ctrl-C to stop everything.\n"
+        )

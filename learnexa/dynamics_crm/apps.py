@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class DynamicsCrmConfig(AppConfig):
+    name = "learnexa.dynamics_crm"
+    label = "dynamics_crm"
+    verbose_name = "Dynamics 365 integration"

@@ -1,0 +1,269 @@
+"""A Dataverse Web API client: headers, paging, errors and retries; it knows HTTP and OData,
+not users.
+
+Every request goes to the configured organization URI only: a nextLink pointing anywhere
+else is refused, because the bearer token travels with it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+import httpx
+
+from . import hosts, tls
+from .credentials import AuthenticationError, TokenProvider
+
+logger = logging.getLogger(__name__)
+
+API_VERSION = "v9.2"
+MAX_PAGE_SIZE = 5000
+TRANSIENT_STATUSES = {500, 502, 503, 504}
+
+
+class DataverseError(Exception):
+    """A request to Dataverse failed; the message says what happened and what to fix."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class DataverseThrottled(DataverseError):
+    pass
+
+
+@dataclass
+class Page:
+    records: list[dict]
+    next_link: str | None
+    url: str
+
+
+class DataverseClient:
+    def __init__(
+        self,
+        organization_uri: str,
+        tokens: TokenProvider,
+        *,
+        page_size: int = MAX_PAGE_SIZE,
+        timeout: float = 60.0,
+        max_retries: int = 4,
+        max_throttle_wait: float = 300.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.origin = hosts.normalize_organization_uri(organization_uri)
+        self.api_root = f"{self.origin}/api/data/{API_VERSION}"
+        self.tokens = tokens
+        self.page_size = max(1, min(page_size, MAX_PAGE_SIZE))
+        self.max_retries = max_retries
+        self.max_throttle_wait = max_throttle_wait
+        self.sleep = sleep
+        self.requests = 0
+        self.throttle_wait_seconds = 0.0
+        self._http = httpx.Client(
+            verify=tls.ssl_context(),
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
+            trust_env=False,
+            follow_redirects=False,
+            headers={
+                "Accept": "application/json",
+                "OData-MaxVersion": "4.0",
+                "OData-Version": "4.0",
+                "If-None-Match": "null",
+                "User-Agent": "Learnexa-Dynamics-Sync/1.0",
+            },
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> DataverseClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- queries ------------------------------------------------------------------------
+
+    def collection_url(
+        self, entity_set: str, *, select: list[str], filter: str | None = None
+    ) -> str:
+        query = f"$select={','.join(select)}"
+        if filter:
+            query += f"&$filter={quote(filter, safe='')}"
+        return f"{self.api_root}/{entity_set}?{query}"
+
+    def pages(self, url: str) -> Iterator[Page]:
+        """Yield each page of a collection, following @odata.nextLink unchanged.
+
+        `url` is a collection URL, or a nextLink kept from an earlier run to resume from.
+        """
+        while url:
+            body = self.get(url, prefer=f"odata.maxpagesize={self.page_size}")
+            records = body.get("value")
+            if not isinstance(records, list):
+                raise DataverseError(
+                    f"Dynamics answered {url} without a 'value' list; this doesn't look like "
+                    "a Dataverse collection."
+                )
+            next_link = body.get("@odata.nextLink")
+            yield Page(records=records, next_link=next_link, url=url)
+            url = next_link
+
+    def whoami(self) -> dict:
+        return self.get(f"{self.api_root}/WhoAmI")
+
+    # -- transport ----------------------------------------------------------------------
+
+    def get(self, url: str, *, prefer: str | None = None) -> dict:
+        if not hosts.same_origin(url, self.origin):
+            raise DataverseError(
+                f"Refused to send the access token to {url.split('?')[0]}: it is not the "
+                f"configured organization {self.origin}."
+            )
+        headers = {"Prefer": prefer} if prefer else {}
+        refreshed_token = False
+        attempt = 0
+        while True:
+            try:
+                headers["Authorization"] = f"Bearer {self.tokens.token()}"
+                self.requests += 1
+                response = self._http.get(url, headers=headers)
+            except AuthenticationError:
+                raise
+            except httpx.TransportError as exc:
+                attempt += 1
+                if attempt > self.max_retries:
+                    raise DataverseError(self._network_advice(exc)) from exc
+                self._backoff(attempt, f"{type(exc).__name__} from {self.origin}")
+                continue
+
+            status = response.status_code
+            if status == 200:
+                return self._json(response)
+            if status == 401 and not refreshed_token:
+                # The token may have expired or been revoked mid-run: get a fresh one, once.
+                self.tokens.invalidate()
+                refreshed_token = True
+                continue
+            if status == 429:
+                self._wait_for_throttle(response)
+                continue
+            if status in TRANSIENT_STATUSES:
+                attempt += 1
+                if attempt <= self.max_retries:
+                    self._backoff(attempt, f"HTTP {status} from {self.origin}")
+                    continue
+            raise self._error(response)
+
+    def _wait_for_throttle(self, response: httpx.Response) -> None:
+        wait = retry_after_seconds(response.headers.get("Retry-After"))
+        if wait is None:
+            wait = 5.0
+        if self.throttle_wait_seconds + wait > self.max_throttle_wait:
+            code, message = error_body(response)
+            raise DataverseThrottled(
+                f"Dynamics kept throttling the sync (HTTP 429) beyond "
+                f"{self.max_throttle_wait:.0f} seconds of waiting; it will be retried later. "
+                f"Dynamics said: {message or 'Too Many Requests'}",
+                status=429,
+                code=code,
+            )
+        logger.info("Dynamics throttled the request; waiting %.1f s as Retry-After asks", wait)
+        self.throttle_wait_seconds += wait
+        self.sleep(wait)
+
+    def _backoff(self, attempt: int, why: str) -> None:
+        delay = min(30.0, 2 ** (attempt - 1)) * (0.5 + random.random())
+        logger.info(
+            "%s; retrying in %.1f s (attempt %d of %d)", why, delay, attempt, self.max_retries
+        )
+        self.sleep(delay)
+
+    def _json(self, response: httpx.Response) -> dict:
+        content_type = response.headers.get("Content-Type", "")
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise DataverseError(
+                f"Dynamics answered {response.request.url.path} with something that isn't "
+                f"JSON (Content-Type: {content_type or 'none'}). Check that the organization "
+                "URI is a Dynamics 365 environment's address.",
+                status=response.status_code,
+            ) from exc
+        if not isinstance(body, dict):
+            raise DataverseError("Dynamics answered with JSON that isn't an object.")
+        return body
+
+    def _network_advice(self, exc: httpx.TransportError) -> str:
+        if isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            return f"The TLS certificate of {self.origin} isn't trusted."
+        if isinstance(exc, httpx.TimeoutException):
+            return f"Dynamics at {self.origin} didn't answer in time, {self.max_retries + 1} times."
+        return (
+            f"Dynamics at {self.origin} couldn't be reached ({type(exc).__name__}: {exc}). "
+            "Check the organization URI and the network."
+        )
+
+    def _error(self, response: httpx.Response) -> DataverseError:
+        status = response.status_code
+        code, message = error_body(response)
+        said = f" Dynamics said: {message}" if message else ""
+        if status == 401:
+            text = (
+                "Dynamics rejected the access token (HTTP 401). Check that the organization "
+                "URI belongs to the tenant, and that the environment has an application user "
+                "for this client ID (Power Platform admin center → Environments → Settings → "
+                "Users + permissions → Application users)."
+            )
+        elif status == 403:
+            text = (
+                "The application user isn't allowed to read this data (HTTP 403). Give it a "
+                "security role with organization-level Read on Users (and on Contacts to sync "
+                "contacts)."
+            )
+        elif status == 404:
+            text = (
+                f"Dynamics has no such address: {response.request.url.path} (HTTP 404). Check "
+                "the organization URI."
+            )
+        elif status == 429:
+            text = "Dynamics is throttling requests (HTTP 429)."
+        elif status in TRANSIENT_STATUSES:
+            text = f"Dynamics kept failing with HTTP {status} after {self.max_retries} retries."
+        else:
+            text = f"Dynamics refused the request with HTTP {status}."
+        cls = DataverseThrottled if status == 429 else DataverseError
+        return cls(text + said, status=status, code=code)
+
+
+def error_body(response: httpx.Response) -> tuple[str, str]:
+    """Return (code, message) from Dataverse's {"error": {...}} body, if there is one."""
+    try:
+        error = response.json().get("error") or {}
+        return str(error.get("code") or ""), str(error.get("message") or "")[:500]
+    except (ValueError, AttributeError):
+        return "", ""
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -1,0 +1,57 @@
+"""Background jobs: thin doors into the sync engine, run by `learnexa worker`."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.db import transaction
+from django.tasks import task
+from django.utils import timezone
+
+from .models import DynamicsCrmSetting, SyncRun
+from .sync import SyncAlreadyRunning, execute_run
+
+logger = logging.getLogger(__name__)
+
+# How long a run waits before trying again when another run of its company holds the lease.
+WAIT_BEHIND_RUNNING_SYNC = timedelta(seconds=20)
+
+
+@task()
+def sync_company(run_id: int) -> dict:
+    run = SyncRun.objects.select_related("setting", "company").filter(pk=run_id).first()
+    if run is None or run.is_finished:
+        return {"run": run_id, "status": run.status if run else "gone"}
+    try:
+        execute_run(run)
+    except SyncAlreadyRunning:
+        # Queue behind the running sync rather than run beside it; if that one's worker
+        # died, its lease expires and this run takes over.
+        logger.info("Sync %s waits for the running sync of %s", run.pk, run.company.slug)
+        _enqueue(run, delay=WAIT_BEHIND_RUNNING_SYNC)
+        return {"run": run.pk, "status": "waiting"}
+    return run.summary()
+
+
+def enqueue_sync(setting: DynamicsCrmSetting, trigger: str) -> SyncRun:
+    """Queue a sync of the company, unless one is queued already; return the queued run."""
+    with transaction.atomic():
+        queued = setting.runs.filter(status=SyncRun.Status.QUEUED).first()
+        if queued is not None:
+            return queued
+        run = SyncRun.objects.create(setting=setting, company=setting.company, trigger=trigger)
+        transaction.on_commit(lambda: _enqueue(run))
+    return run
+
+
+def resume(run: SyncRun) -> None:
+    """Queue a run again whose worker stopped half-way; it carries on from its checkpoint."""
+    SyncRun.objects.filter(pk=run.pk).update(status=SyncRun.Status.QUEUED)
+    _enqueue(run)
+
+
+def _enqueue(run: SyncRun, delay: timedelta | None = None) -> None:
+    job = sync_company.using(run_after=timezone.now() + delay) if delay else sync_company
+    result = job.enqueue(run.pk)
+    SyncRun.objects.filter(pk=run.pk).update(task_id=str(result.id))

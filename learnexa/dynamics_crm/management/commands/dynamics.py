@@ -1,0 +1,141 @@
+import json
+import sys
+
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from learnexa.accounts.management.commands._lookup import company_or_error
+from learnexa.dynamics_crm.models import DynamicsCrmSetting, SyncRun
+from learnexa.dynamics_crm.sync import SyncAlreadyRunning, execute_run
+
+
+class Command(BaseCommand):
+    help = (
+        "The Dynamics 365 integration from the command line.\n"
+        "  dynamics configure COMPANY --organization-uri URI --tenant-id T --client-id C "
+        "[--client-secret-stdin] [--authority-host URL]\n"
+        "  dynamics sync COMPANY [--json]: sync now, in the foreground; exits 0 on success."
+    )
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="action", required=True)
+        configure = sub.add_parser(
+            "configure", help="Connect a company to its Dynamics 365 organization."
+        )
+        configure.add_argument("company", help="The company's slug.")
+        configure.add_argument(
+            "--organization-uri", required=True, help="e.g. https://contoso.crm.dynamics.com"
+        )
+        configure.add_argument(
+            "--tenant-id", required=True, help="Directory (tenant) ID or domain."
+        )
+        configure.add_argument("--client-id", required=True, help="Application (client) ID.")
+        configure.add_argument(
+            "--client-secret-stdin",
+            action="store_true",
+            help="Read the client secret from the first line of standard input (it is never "
+            "accepted as an argument, where other users could see it).",
+        )
+        configure.add_argument(
+            "--authority-host", default=None, help="Default: https://login.microsoftonline.com"
+        )
+        configure.add_argument(
+            "--frequency",
+            choices=DynamicsCrmSetting.Frequency.values,
+            default=None,
+            help="How often to sync automatically (default: weekly).",
+        )
+
+        sync = sub.add_parser("sync", help="Sync a company's users now, in the foreground.")
+        sync.add_argument("company", help="The company's slug.")
+        sync.add_argument(
+            "--json", action="store_true", help="Print the run's summary as one JSON object."
+        )
+
+    def handle(self, *args, action, **options):
+        getattr(self, f"handle_{action}")(**options)
+
+    def handle_configure(
+        self,
+        *,
+        company,
+        organization_uri,
+        tenant_id,
+        client_id,
+        client_secret_stdin,
+        authority_host,
+        frequency,
+        **options,
+    ):
+        company = company_or_error(company)
+        setting = DynamicsCrmSetting.objects.filter(company=company).first() or DynamicsCrmSetting(
+            company=company
+        )
+        setting.organization_uri = organization_uri
+        setting.tenant_id = tenant_id
+        setting.client_id = client_id
+        if authority_host is not None:
+            setting.authority_host = authority_host
+        if frequency:
+            setting.sync_frequency = frequency
+        try:
+            if client_secret_stdin:
+                secret = sys.stdin.readline().strip()
+                if not secret:
+                    raise CommandError(
+                        "--client-secret-stdin was given, but standard input had no secret."
+                    )
+                setting.set_client_secret(secret)
+            setting.full_clean(exclude=["company"])
+        except ValidationError as exc:
+            raise CommandError(
+                " ".join(f"{m}" for msgs in exc.message_dict.values() for m in msgs)
+            ) from exc
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from exc
+        if not setting.has_client_secret:
+            raise CommandError("No client secret is saved yet: pass it with --client-secret-stdin.")
+        if setting.next_sync_at is None:
+            setting.schedule_next()
+        setting.save()
+        self.stdout.write(
+            f"Dynamics 365 for {company.slug}: {setting.organization_uri} (tenant {setting.tenant_id}, client {setting.client_id})."
+        )
+
+    def handle_sync(self, *, company, json: bool = False, **options):
+        company = company_or_error(company)
+        setting = DynamicsCrmSetting.objects.filter(company=company).first()
+        if setting is None:
+            raise CommandError(
+                f"{company.slug} isn't connected to Dynamics 365: run `learnexa dynamics configure {company.slug} ...` first."
+            )
+        run = SyncRun.objects.create(
+            setting=setting, company=company, trigger=SyncRun.Trigger.COMMAND_LINE
+        )
+        show_progress = not json and sys.stderr.isatty()
+        try:
+            execute_run(run, progress=self._progress if show_progress else None)
+        except SyncAlreadyRunning as exc:
+            run.delete()
+            raise CommandError(f"{exc} Try again when it has finished.") from exc
+        if show_progress:
+            sys.stderr.write("\n")
+        if json:
+            self.stdout.write(json_dumps(run.summary()))
+        else:
+            self.stdout.write(
+                ", ".join(f"{name} {getattr(run, name)}" for name in SyncRun.COUNTERS)
+            )
+        if run.status != SyncRun.Status.SUCCEEDED:
+            raise CommandError(run.error.splitlines()[0] if run.error else "The sync failed.")
+
+    def _progress(self, run: SyncRun) -> None:
+        sys.stderr.write(
+            f"\rpage {run.pages} · {run.records} records · created {run.created} · updated "
+            f"{run.updated} · deactivated {run.deactivated} · skipped {run.skipped}   "
+        )
+        sys.stderr.flush()
+
+
+def json_dumps(value) -> str:
+    return json.dumps(value, ensure_ascii=False)

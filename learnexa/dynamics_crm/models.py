@@ -1,0 +1,280 @@
+"""The Dynamics 365 integration's state: one settings row per company, and its sync runs."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+from learnexa import encryption
+from learnexa.accounts.models import Company, User
+
+from . import hosts
+
+GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+TENANT_DOMAIN = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
+def validate_tenant_id(value: str) -> None:
+    if not (GUID.match(value) or TENANT_DOMAIN.match(value.lower())):
+        raise ValidationError(
+            "The tenant ID is the Directory (tenant) ID shown on the app registration's "
+            "Overview page in Entra ID, a GUID like 72f988bf-86f1-41af-91ab-2d7cd011db47, "
+            "or the tenant's domain like contoso.onmicrosoft.com."
+        )
+
+
+def validate_client_id(value: str) -> None:
+    if not GUID.match(value):
+        raise ValidationError(
+            "The client ID is the Application (client) ID shown on the app registration's "
+            "Overview page in Entra ID, a GUID like d0835aea-3d68-462f-91a7-38edbbe4ab6f."
+        )
+
+
+def validate_organization_uri(value: str) -> None:
+    try:
+        hosts.normalize_organization_uri(value)
+    except hosts.HostNotAllowed as exc:
+        raise ValidationError(str(exc)) from exc
+
+
+def validate_authority_host(value: str) -> None:
+    try:
+        hosts.normalize_authority_host(value)
+    except hosts.HostNotAllowed as exc:
+        raise ValidationError(str(exc)) from exc
+
+
+class DynamicsCrmSetting(models.Model):
+    """A company's connection to its Dynamics 365 organization, and the integration's state."""
+
+    class Status(models.TextChoices):
+        CONFIGURED = "configured", "Configured, not synced yet"
+        OK = "ok", "Connected"
+        ERROR = "error", "Last sync failed"
+
+    class Frequency(models.TextChoices):
+        OFF = "off", "Only when started by hand"
+        HOURLY = "hourly", "Every hour"
+        DAILY = "daily", "Every day"
+        WEEKLY = "weekly", "Every week"
+        MONTHLY = "monthly", "Every month"
+
+    INTERVALS = {
+        Frequency.HOURLY: timedelta(hours=1),
+        Frequency.DAILY: timedelta(days=1),
+        Frequency.WEEKLY: timedelta(weeks=1),
+        Frequency.MONTHLY: timedelta(days=30),
+    }
+
+    company = models.OneToOneField(
+        Company, on_delete=models.CASCADE, related_name="dynamics_crm_setting"
+    )
+    organization_uri = models.CharField(max_length=255, validators=[validate_organization_uri])
+    tenant_id = models.CharField(max_length=255, validators=[validate_tenant_id])
+    client_id = models.CharField(max_length=36, validators=[validate_client_id])
+    authority_host = models.CharField(
+        max_length=255, default=hosts.DEFAULT_AUTHORITY_HOST, validators=[validate_authority_host]
+    )
+    # Fernet token (see learnexa.encryption); the plain secret is never stored or shown.
+    client_secret_encrypted = models.TextField(blank=True, editable=False)
+    client_secret_set_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CONFIGURED)
+    last_error = models.TextField(blank=True)
+    last_sync_at = models.DateTimeField(null=True, blank=True)
+
+    sync_frequency = models.CharField(
+        max_length=16, choices=Frequency.choices, default=Frequency.WEEKLY
+    )
+    next_sync_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    # The lease: one sync per company at a time, across any number of workers. A worker
+    # holds it while it renews it; if the worker dies, it expires and another may take over.
+    lease_owner = models.UUIDField(null=True, blank=True, editable=False)
+    lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "dynamics_crm_settings"
+
+    def __str__(self) -> str:
+        return f"Dynamics 365 for {self.company}"
+
+    def save(self, *args, **kwargs):
+        self.organization_uri = hosts.normalize_organization_uri(self.organization_uri)
+        self.authority_host = hosts.normalize_authority_host(self.authority_host)
+        self.tenant_id = self.tenant_id.strip()
+        self.client_id = self.client_id.strip().lower()
+        super().save(*args, **kwargs)
+
+    # -- the secret: write-only ---------------------------------------------------------
+
+    def set_client_secret(self, secret: str) -> None:
+        self.client_secret_encrypted = encryption.encrypt(secret)
+        self.client_secret_set_at = timezone.now()
+
+    def client_secret(self) -> str:
+        return encryption.decrypt(self.client_secret_encrypted) if self.has_client_secret else ""
+
+    @property
+    def has_client_secret(self) -> bool:
+        return bool(self.client_secret_encrypted)
+
+    # -- schedule -----------------------------------------------------------------------
+
+    def schedule_next(self, after=None) -> None:
+        interval = self.INTERVALS.get(self.sync_frequency)
+        self.next_sync_at = (after or timezone.now()) + interval if interval else None
+
+    # -- lease --------------------------------------------------------------------------
+
+    def _lease_qs(self):
+        return type(self).objects.filter(pk=self.pk)
+
+    def acquire_lease(self, owner: uuid.UUID) -> bool:
+        """Take the company's sync lease unless a live one is held; True if taken."""
+        now = timezone.now()
+        taken = (
+            self._lease_qs()
+            .filter(models.Q(lease_owner__isnull=True) | models.Q(lease_expires_at__lt=now))
+            .update(lease_owner=owner, lease_expires_at=now + lease_duration())
+        )
+        return taken == 1
+
+    def renew_lease(self, owner: uuid.UUID) -> bool:
+        renewed = (
+            self._lease_qs()
+            .filter(lease_owner=owner)
+            .update(lease_expires_at=timezone.now() + lease_duration())
+        )
+        return renewed == 1
+
+    def release_lease(self, owner: uuid.UUID) -> None:
+        self._lease_qs().filter(lease_owner=owner).update(lease_owner=None, lease_expires_at=None)
+
+
+def lease_duration() -> timedelta:
+    return timedelta(seconds=settings.LEARNEXA_SYNC_LEASE_SECONDS)
+
+
+class SyncRun(models.Model):
+    """One sync of a company's users: how it started, how far it got, what it did."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    class Trigger(models.TextChoices):
+        SETTINGS_SAVED = "settings_saved", "Settings saved"
+        MANUAL = "manual", "Started by an admin"
+        SCHEDULE = "schedule", "Schedule"
+        COMMAND_LINE = "command_line", "Command line"
+
+    COUNTERS = (
+        "created",
+        "updated",
+        "unchanged",
+        "deactivated",
+        "reactivated",
+        "skipped",
+        "failed",
+    )
+
+    setting = models.ForeignKey(DynamicsCrmSetting, on_delete=models.CASCADE, related_name="runs")
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="sync_runs")
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    lease_owner = models.UUIDField(default=uuid.uuid4, editable=False)
+    task_id = models.CharField(max_length=64, blank=True)
+    queued_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    pages = models.PositiveIntegerField(default=0)
+    records = models.PositiveIntegerField(default=0)
+    requests = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    unchanged = models.PositiveIntegerField(default=0)
+    deactivated = models.PositiveIntegerField(default=0)
+    reactivated = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    # The checkpoint: the next page to read. A run that stopped half-way (its worker died)
+    # resumes here instead of starting over; pages already applied stay applied.
+    next_page_url = models.TextField(blank=True, editable=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["company", "-queued_at"])]
+        ordering = ["-queued_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Sync {self.pk} of {self.company} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+    def summary(self) -> dict:
+        return {
+            "run": self.pk,
+            "company": self.company.slug,
+            "status": self.status,
+            "trigger": self.trigger,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "pages": self.pages,
+            "records": self.records,
+            "requests": self.requests,
+            **{name: getattr(self, name) for name in self.COUNTERS},
+            "error": self.error,
+        }
+
+
+class SyncChange(models.Model):
+    """What a run did to one user, or why it left a record alone."""
+
+    class Action(models.TextChoices):
+        CREATED = "created", "Created"
+        UPDATED = "updated", "Updated"
+        DEACTIVATED = "deactivated", "Deactivated"
+        REACTIVATED = "reactivated", "Reactivated"
+        SKIPPED = "skipped", "Skipped"
+        FAILED = "failed", "Failed"
+
+    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="changes")
+    user = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="sync_changes"
+    )
+    systemuser_id = models.UUIDField(null=True, blank=True)
+    email = models.CharField(max_length=254, blank=True)
+    action = models.CharField(max_length=16, choices=Action.choices)
+    # {"field": [before, after], ...}
+    fields = models.JSONField(default=dict, blank=True)
+    reason = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["run", "action"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} {self.email or self.systemuser_id}"

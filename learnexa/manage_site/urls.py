@@ -1,0 +1,9 @@
+from django.urls import path
+
+from . import views
+
+app_name = "manage_site"
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("users/", views.users, name="users"),
+]

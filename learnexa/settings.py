@@ -1,0 +1,169 @@
+"""Learnexa settings: one module, driven by the environment.
+
+SQLite in the data folder by default; PostgreSQL (or any database Django supports) by
+setting DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def envbool(name: str, default: str = "False") -> bool:
+    return os.environ.get(name, default).strip().lower() in ("1", "true", "yes", "on")
+
+
+def envlist(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DATA_DIR = Path(os.environ.get("LEARNEXA_DATA_DIR", BASE_DIR / "data")).resolve()
+
+DEBUG = envbool("LEARNEXA_DEBUG")
+# A development key is fine for the demo and the tests; `check --deploy` flags it.
+SECRET_KEY = os.environ.get("LEARNEXA_SECRET_KEY", "django-insecure-learnexa-development-key")
+ALLOWED_HOSTS = envlist("LEARNEXA_ALLOWED_HOSTS", "127.0.0.1,localhost")
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_tasks_db",
+    "learnexa.core",
+    "learnexa.accounts",
+    "learnexa.manage_site",
+    "learnexa.dynamics_crm",
+    "learnexa.demo",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "learnexa.urls"
+WSGI_APPLICATION = "learnexa.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "learnexa" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+_default_db = f"sqlite:///{DATA_DIR / 'learnexa.sqlite3'}"
+DATABASES = {"default": dj_database_url.parse(os.environ.get("DATABASE_URL", _default_db))}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # IMMEDIATE transactions take the write lock up front, so two writers queue on the
+    # busy timeout instead of failing with "database is locked" half-way through.
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    DATABASES["default"]["TEST"] = {"NAME": os.environ.get("LEARNEXA_TEST_DB") or None}
+else:
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "accounts.User"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "manage_site:dashboard"
+LOGOUT_REDIRECT_URL = "login"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True
+# Set LEARNEXA_HTTPS=true where the app is served over HTTPS (production): cookies are then
+# sent over HTTPS only, and browsers are told to use nothing else.
+HTTPS = envbool("LEARNEXA_HTTPS")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS and envbool("LEARNEXA_SSL_REDIRECT", "true")
+SECURE_HSTS_SECONDS = 31536000 if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if envbool("LEARNEXA_BEHIND_PROXY") else None
+)
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+
+TASKS = {
+    "default": {
+        "BACKEND": "django_tasks_db.DatabaseBackend",
+        "QUEUES": [],
+    }
+}
+
+EMAIL_BACKEND = os.environ.get(
+    "LEARNEXA_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"
+)
+DEFAULT_FROM_EMAIL = os.environ.get("LEARNEXA_FROM_EMAIL", "Learnexa <noreply@learnexa.local>")
+
+# --- Dynamics 365 integration -------------------------------------------------------------
+
+# Fernet keys, comma-separated, newest first. The first encrypts; all decrypt, so a key can
+# be rotated in without losing the secrets stored under the old one.
+LEARNEXA_ENCRYPTION_KEYS = envlist("LEARNEXA_ENCRYPTION_KEYS")
+# Extra certificate authorities trusted for the Dynamics and authority hosts (a PEM file).
+LEARNEXA_DYNAMICS_CA_BUNDLE = os.environ.get("LEARNEXA_DYNAMICS_CA_BUNDLE", "")
+# Hosts, beyond Microsoft's cloud domains, that an organization URI or authority host may
+# use. Empty in production; the simulator's host in the demo and the tests.
+LEARNEXA_DYNAMICS_ALLOWED_HOSTS = envlist("LEARNEXA_DYNAMICS_ALLOWED_HOSTS")
+# How long a sync may hold its company's lease without renewing it before another worker
+# may take over (the worker renews it after every page).
+LEARNEXA_SYNC_LEASE_SECONDS = int(os.environ.get("LEARNEXA_SYNC_LEASE_SECONDS", "300"))
+LEARNEXA_DYNAMICS_PAGE_SIZE = int(os.environ.get("LEARNEXA_DYNAMICS_PAGE_SIZE", "5000"))
+LEARNEXA_DYNAMICS_TIMEOUT = float(os.environ.get("LEARNEXA_DYNAMICS_TIMEOUT", "60"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "learnexa": {
+            "handlers": ["console"],
+            "level": os.environ.get("LEARNEXA_LOG_LEVEL", "INFO"),
+        },
+        # msal logs request details at DEBUG; keep it quiet so nothing secret reaches a log.
+        "msal": {"handlers": ["console"], "level": "WARNING"},
+        "httpx": {"handlers": ["console"], "level": "WARNING"},
+    },
+}
+
+AUTHENTICATION_BACKENDS = ["learnexa.accounts.backends.EmailBackend"]
+# Emails are unique per company (a constraint on lower(email), company), not globally.
+SILENCED_SYSTEM_CHECKS = ["auth.W004"]
