@@ -127,9 +127,13 @@ TASKS = {
     }
 }
 
-EMAIL_BACKEND = os.environ.get(
-    "LEARNEXA_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"
-)
+MAILERS = {
+    "default": {
+        "BACKEND": os.environ.get(
+            "LEARNEXA_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"
+        ),
+    }
+}
 DEFAULT_FROM_EMAIL = os.environ.get("LEARNEXA_FROM_EMAIL", "Learnexa <noreply@learnexa.local>")
 
 # --- Dynamics 365 integration -------------------------------------------------------------

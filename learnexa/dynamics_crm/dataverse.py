@@ -59,6 +59,7 @@ class DataverseClient:
         max_retries: int = 4,
         max_throttle_wait: float = 300.0,
         sleep: Callable[[float], None] = time.sleep,
+        transport: httpx.BaseTransport | None = None,
     ):
         self.origin = hosts.normalize_organization_uri(organization_uri)
         self.api_root = f"{self.origin}/api/data/{API_VERSION}"
@@ -74,6 +75,7 @@ class DataverseClient:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
             trust_env=False,
             follow_redirects=False,
+            transport=transport,
             headers={
                 "Accept": "application/json",
                 "OData-MaxVersion": "4.0",

@@ -1,5 +1,5 @@
 from django.core.management.base import BaseCommand, CommandError
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from learnexa.accounts.models import Company
@@ -21,7 +21,8 @@ class Command(BaseCommand):
                 f"'{slug}' isn't a valid slug: use lowercase letters, digits and hyphens."
             )
         try:
-            company = Company.objects.create(slug=slug, name=name, time_zone=time_zone)
+            with transaction.atomic():
+                company = Company.objects.create(slug=slug, name=name, time_zone=time_zone)
         except IntegrityError as exc:
             raise CommandError(f"A company with the slug '{slug}' already exists.") from exc
         self.stdout.write(f"Created company {company.slug} ({company.name}).")

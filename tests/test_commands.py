@@ -1,0 +1,143 @@
+"""The `learnexa` command line, as scripts and later work rely on it."""
+
+import io
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from learnexa.accounts.models import Company, User
+from learnexa.dynamics_crm.models import DynamicsCrmSetting
+
+USER_KEYS = {
+    "email",
+    "first_name",
+    "last_name",
+    "job_title",
+    "phone",
+    "city",
+    "country",
+    "is_active",
+    "created_source",
+    "dynamics_systemuser_id",
+    "entra_object_id",
+}
+COUNT_KEYS = {"created", "updated", "unchanged", "deactivated", "skipped", "failed"}
+
+
+def run(*args, stdin: str = "", monkeypatch=None) -> str:
+    out = io.StringIO()
+    if monkeypatch is not None:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    call_command(*args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_company_and_site_admin_from_the_command_line(monkeypatch):
+    run("company", "add", "globex", "--name", "Globex")
+    assert Company.objects.get(slug="globex").name == "Globex"
+    with pytest.raises(CommandError, match="already exists"):
+        run("company", "add", "globex", "--name", "Again")
+
+    run(
+        "siteadmin",
+        "add",
+        "globex",
+        "boss@globex.test",
+        stdin="a-long-test-password-1\n",
+        monkeypatch=monkeypatch,
+    )
+    admin = User.objects.get(email="boss@globex.test")
+    assert admin.is_site_admin and admin.check_password("a-long-test-password-1")
+
+    with pytest.raises(CommandError, match="No company with the slug 'nope'"):
+        run(
+            "siteadmin",
+            "add",
+            "nope",
+            "x@y.test",
+            stdin="a-long-test-password-1\n",
+            monkeypatch=monkeypatch,
+        )
+    with pytest.raises(CommandError, match="too short"):
+        run("siteadmin", "add", "globex", "b@globex.test", stdin="short\n", monkeypatch=monkeypatch)
+
+
+@pytest.mark.django_db
+def test_configure_sync_and_list_users(company, simulator, monkeypatch):
+    info = simulator.info
+    run(
+        "dynamics",
+        "configure",
+        "acme",
+        "--organization-uri",
+        info["organization_uri"],
+        "--tenant-id",
+        info["tenant_id"],
+        "--client-id",
+        info["client_id"],
+        "--authority-host",
+        info["authority_host"],
+        "--client-secret-stdin",
+        stdin=info["client_secret"] + "\n",
+        monkeypatch=monkeypatch,
+    )
+    setting = DynamicsCrmSetting.objects.get(company=company)
+    assert setting.client_secret() == info["client_secret"]
+
+    summary = json.loads(run("dynamics", "sync", "acme", "--json"))
+    assert COUNT_KEYS <= set(summary)
+    assert summary["status"] == "succeeded" and summary["created"] > 100
+
+    users = json.loads(run("users", "list", "acme", "--json"))
+    assert len(users) == summary["created"]
+    assert all(set(u) == USER_KEYS for u in users)
+    assert all(u["created_source"] == "dynamics_crm" and u["dynamics_systemuser_id"] for u in users)
+
+    again = json.loads(run("dynamics", "sync", "acme", "--json"))
+    assert again["unchanged"] == summary["created"] and again["created"] == 0
+
+
+@pytest.mark.django_db
+def test_configure_refuses_an_http_organization_and_says_why(company, monkeypatch):
+    with pytest.raises(CommandError, match="must start with https://"):
+        run(
+            "dynamics",
+            "configure",
+            "acme",
+            "--organization-uri",
+            "http://contoso.crm.dynamics.com",
+            "--tenant-id",
+            "contoso.onmicrosoft.com",
+            "--client-id",
+            "d0835aea-3d68-462f-91a7-38edbbe4ab6f",
+            "--client-secret-stdin",
+            stdin="x\n",
+            monkeypatch=monkeypatch,
+        )
+    assert not DynamicsCrmSetting.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_failed_sync_exits_non_zero_with_a_one_line_reason(setting):
+    setting.set_client_secret("wrong")
+    setting.save()
+    with pytest.raises(CommandError, match="client secret is wrong") as caught:
+        run("dynamics", "sync", "acme")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.django_db
+def test_the_scheduler_queues_due_companies_once(setting, django_capture_on_commit_callbacks):
+    from django.utils import timezone
+
+    from learnexa.dynamics_crm.models import SyncRun
+
+    DynamicsCrmSetting.objects.filter(pk=setting.pk).update(next_sync_at=timezone.now())
+    with django_capture_on_commit_callbacks(execute=True):
+        run("scheduler")
+        run("scheduler")
+    assert SyncRun.objects.filter(company=setting.company, trigger="schedule").count() == 1
+    setting.refresh_from_db()
+    assert setting.next_sync_at > timezone.now()

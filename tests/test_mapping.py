@@ -1,0 +1,74 @@
+import json
+import uuid
+from pathlib import Path
+
+from learnexa.dynamics_crm.mapping import SYSTEMUSER_COLUMNS, clean_text, map_systemuser
+
+DESIGN_NOTE_RECORD = json.loads(
+    (Path(__file__).parent / "fixtures" / "design_note_systemuser.json").read_text()
+)
+
+
+def test_the_design_notes_record_maps_to_a_disabled_person():
+    mapped = map_systemuser(DESIGN_NOTE_RECORD)
+
+    assert mapped.skip_reason == ""
+    assert mapped.systemuser_id == uuid.UUID("9025bbf4-3430-4d0c-bfcf-16f0bf7fbc80")
+    assert mapped.email == "davids@crmdemo.dynamics.com"
+    assert mapped.fields == {
+        "first_name": "David",
+        "last_name": "So (Sample Data)",
+        "job_title": "",
+        "phone": "",
+        "city": "",
+        "country": "US",
+        "employee_id": "",
+    }
+    assert mapped.entra_object_id is None
+    assert mapped.is_enabled is False  # "isdisabled": true
+
+
+def test_every_selected_column_exists_on_a_real_systemuser():
+    assert set(SYSTEMUSER_COLUMNS) <= set(DESIGN_NOTE_RECORD)
+
+
+def record(**fields):
+    return {**DESIGN_NOTE_RECORD, "isdisabled": False, **fields}
+
+
+def test_non_human_accounts_are_skipped_with_a_reason():
+    assert "application user" in map_systemuser(record(applicationid=str(uuid.uuid4()))).skip_reason
+    assert "support user" in map_systemuser(record(accessmode=3)).skip_reason
+    assert "non-interactive" in map_systemuser(record(accessmode=4)).skip_reason
+    assert "delegated admin" in map_systemuser(record(accessmode=5)).skip_reason
+    assert map_systemuser(record(accessmode=1)).skip_reason == ""  # administrative: a person
+
+
+def test_users_without_a_valid_email_are_skipped():
+    assert "No primary email" in map_systemuser(record(internalemailaddress=None)).skip_reason
+    assert "No primary email" in map_systemuser(record(internalemailaddress="  ")).skip_reason
+    assert (
+        "isn't a valid address"
+        in map_systemuser(record(internalemailaddress="not-an-email")).skip_reason
+    )
+    long_email = "a" * 250 + "@example.com"
+    assert (
+        "isn't a valid address"
+        in map_systemuser(record(internalemailaddress=long_email)).skip_reason
+    )
+
+
+def test_fallback_columns_fill_empty_fields():
+    mapped = map_systemuser(
+        record(jobtitle=None, title="Engineer", address1_telephone1=None, mobilephone="+1 555")
+    )
+    assert mapped.fields["job_title"] == "Engineer"
+    assert mapped.fields["phone"] == "+1 555"
+
+
+def test_text_is_cleaned_of_control_and_direction_characters_and_truncated():
+    assert clean_text("Ann\x00a\u202e \t Lee\n", 100) == "Anna Lee"
+    assert clean_text("Zoë 🎓", 100) == "Zoë 🎓"
+    assert len(clean_text("x" * 10_000, 256)) == 256
+    assert clean_text(None, 10) == ""
+    assert clean_text(42, 10) == "42"

@@ -1,0 +1,146 @@
+"""Who may see what: sign-in, site admins only, one company's data only, CSRF, the
+write-only secret."""
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from learnexa.accounts.models import Company, User
+from learnexa.dynamics_crm.models import SyncRun
+
+ADMIN_PASSWORD = "a-long-test-password-1"  # the site_admin fixture's
+
+PAGES = ["manage_site:dashboard", "manage_site:users", "dynamics_crm:integration"]
+
+
+@pytest.fixture
+def admin_client(client, site_admin):
+    client.force_login(site_admin)
+    return client
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", PAGES)
+def test_anonymous_visitors_are_sent_to_sign_in(client, name):
+    response = client.get(reverse(name))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", PAGES)
+def test_learners_who_are_not_site_admins_are_refused(client, company, name):
+    learner = User.objects.create(company=company, email="learner@acme.test")
+    client.force_login(learner)
+    assert client.get(reverse(name)).status_code == 403
+
+
+@pytest.mark.django_db
+def test_signing_in_with_email_and_password(client, site_admin):
+    response = client.post(
+        reverse("login"), {"username": "ADMIN@acme.test", "password": ADMIN_PASSWORD}
+    )
+    assert response.status_code == 302
+    assert client.get(reverse("manage_site:dashboard")).status_code == 200
+    bad = Client().post(reverse("login"), {"username": "admin@acme.test", "password": "wrong"})
+    assert bad.status_code == 200 and b"error-box" in bad.content
+
+
+@pytest.mark.django_db
+def test_the_secret_is_never_rendered_back(admin_client, setting, simulator):
+    page = admin_client.get(reverse("dynamics_crm:integration")).content.decode()
+    assert simulator.info["client_secret"] not in page
+    assert setting.client_secret_encrypted not in page
+    assert "A secret is saved" in page
+
+
+@pytest.mark.django_db
+def test_saving_without_a_new_secret_keeps_the_old_one(admin_client, setting, simulator):
+    info = simulator.info
+    response = admin_client.post(
+        reverse("dynamics_crm:integration"),
+        {
+            "organization_uri": info["organization_uri"],
+            "tenant_id": info["tenant_id"],
+            "client_id": info["client_id"],
+            "client_secret": "",
+            "authority_host": info["authority_host"],
+            "sync_frequency": "weekly",
+        },
+    )
+    assert response.status_code == 302
+    setting.refresh_from_db()
+    assert setting.client_secret() == info["client_secret"]
+
+
+@pytest.mark.django_db
+def test_a_foreign_or_plain_http_organization_is_refused_in_the_form(admin_client):
+    for uri, message in [
+        ("http://contoso.crm.dynamics.com", "must start with https://"),
+        ("https://contoso.example.com", "is not a Microsoft Dynamics 365 host"),
+    ]:
+        response = admin_client.post(
+            reverse("dynamics_crm:integration"),
+            {
+                "organization_uri": uri,
+                "tenant_id": "contoso.onmicrosoft.com",
+                "client_id": "d0835aea-3d68-462f-91a7-38edbbe4ab6f",
+                "client_secret": "x",
+                "authority_host": "https://login.microsoftonline.com",
+                "sync_frequency": "weekly",
+            },
+        )
+        assert response.status_code == 200
+        assert message in response.content.decode()
+    assert not SyncRun.objects.exists()
+
+
+@pytest.mark.django_db
+def test_bad_tenant_and_client_ids_say_where_to_find_the_right_ones(admin_client):
+    response = admin_client.post(
+        reverse("dynamics_crm:integration"),
+        {
+            "organization_uri": "https://contoso.crm.dynamics.com",
+            "tenant_id": "not a tenant",
+            "client_id": "12345",
+            "client_secret": "x",
+            "authority_host": "https://login.microsoftonline.com",
+            "sync_frequency": "weekly",
+        },
+    )
+    page = response.content.decode()
+    assert "Directory (tenant) ID" in page and "Application (client) ID" in page
+
+
+@pytest.mark.django_db
+def test_another_companys_runs_are_not_found(admin_client, setting):
+    other = Company.objects.create(slug="other", name="Other")
+    from learnexa.dynamics_crm.models import DynamicsCrmSetting
+
+    other_setting = DynamicsCrmSetting.objects.create(
+        company=other,
+        organization_uri=setting.organization_uri,
+        tenant_id=setting.tenant_id,
+        client_id=setting.client_id,
+        authority_host=setting.authority_host,
+    )
+    run = SyncRun.objects.create(setting=other_setting, company=other, trigger="manual")
+    assert admin_client.get(reverse("dynamics_crm:run_detail", args=[run.pk])).status_code == 404
+    assert admin_client.get(reverse("dynamics_crm:run_status", args=[run.pk])).status_code == 404
+
+
+@pytest.mark.django_db
+def test_the_users_page_lists_only_this_companys_users(admin_client, company):
+    other = Company.objects.create(slug="other", name="Other")
+    User.objects.create(company=other, email="stranger@other.test")
+    User.objects.create(company=company, email="colleague@acme.test", created_source="dynamics_crm")
+    page = admin_client.get(reverse("manage_site:users")).content.decode()
+    assert "colleague@acme.test" in page and "stranger@other.test" not in page
+
+
+@pytest.mark.django_db
+def test_posts_without_a_csrf_token_are_refused(site_admin, setting):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(site_admin)
+    assert client.post(reverse("dynamics_crm:sync_now")).status_code == 403
+    assert not SyncRun.objects.exists()
