@@ -1,0 +1,155 @@
+"""Command line entry point: ``python -m dataverse_sim``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+
+from .server import Simulator
+
+CONTROL_HELP = """\
+control API (same server, loopback clients only, header "Authorization: Bearer <control token>",
+JSON bodies):
+  GET    /_control/info                    connection details, user count, clock
+  POST   /_control/users                   create a user from systemuser columns, e.g.
+                                           {"firstname": "Ada", "lastname": "Lovelace",
+                                            "internalemailaddress": "ada@contoso.com"}
+                                           -> 201 {"systemuserid": "...", "user": {...}}
+  GET    /_control/users/<id>              the full record
+  PATCH  /_control/users/<id>              change columns (bumps versionnumber, modifiedon)
+  POST   /_control/users/<id>/disable      isdisabled = true (also /enable)
+  DELETE /_control/users/<id>              delete (reported by change tracking)
+  GET|PUT /_control/throttling             {"requests": 6000, "window_seconds": 300,
+                                            "concurrency": 52, "execution_ms": 1200000}
+  POST   /_control/faults                  fault for the next Web API requests:
+                                           {"kind": "status", "status": 429|500|503,
+                                            "count": N, "retry_after": S}
+                                           {"kind": "reset"}  (connection reset)
+                                           {"kind": "slow", "seconds": S}
+                                           {"kind": "truncated"}  (body cut short)
+                                           {"kind": "malformed"}  (invalid JSON body)
+                                           optional "count" and "path_contains" on every kind
+  GET|DELETE /_control/faults              list / clear pending faults
+  POST   /_control/tokens/expire           every access token issued so far stops working
+  POST   /_control/tokens                  mint a token {"audience": ..., "lifetime": S}
+  POST   /_control/secret/rotate           new client secret {"keep_old": false}
+                                           -> {"client_secret": "..."}
+  POST   /_control/secret/revoke           no secret is valid any more (AADSTS7000215)
+  POST   /_control/secret/expire           the secret is expired (AADSTS7000222)
+  POST   /_control/certificates            {"certificate": "<PEM>"} accept client assertions
+  POST   /_control/clock/advance           {"seconds": S} move the clock forward
+  GET|DELETE /_control/requests            request log (method, path, status, timestamp)
+  POST   /_control/reset                   back to the initial state
+"""
+
+DESCRIPTION = """\
+A local simulator of a Microsoft Dynamics 365 (Dataverse) organization and its Entra ID
+tenant, served over HTTPS by one server:
+
+  Entra ID    /<tenant>/v2.0/.well-known/openid-configuration, /<tenant>/discovery/v2.0/keys,
+              POST /<tenant>/oauth2/v2.0/token (client credentials with a secret or a
+              certificate, authorization code + PKCE, refresh tokens),
+              /<tenant>/oauth2/v2.0/authorize
+  Web API     /api/data/v9.2/ and /api/data/v8.2/: service document, WhoAmI,
+              EntityDefinitions, systemusers, businessunits ($select, $filter, $orderby,
+              $top, $count, paging cookies, change tracking)
+
+The CA certificate to trust is written to the state directory (printed at start-up).
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m dataverse_sim",
+        description=DESCRIPTION,
+        epilog=CONTROL_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8443, help="port (8443; 0 picks a free one)")
+    parser.add_argument("--users", type=int, default=250, help="number of system users (250)")
+    parser.add_argument("--seed", type=int, default=1, help="seed for the generated data (1)")
+    parser.add_argument(
+        "--state-dir",
+        default="./data/simulator",
+        help="directory for the CA, server certificate and signing key (./data/simulator)",
+    )
+    parser.add_argument(
+        "--info-file",
+        help="write the connection details as one JSON object to this file once listening",
+    )
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=6000,
+        help="service protection: requests per window per client (6000)",
+    )
+    parser.add_argument(
+        "--window",
+        type=float,
+        default=300,
+        help="service protection: sliding window in seconds (300)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=52,
+        help="service protection: concurrent requests per client (52)",
+    )
+    parser.add_argument(
+        "--no-change-tracking",
+        action="store_true",
+        help="report ChangeTrackingEnabled=false and refuse odata.track-changes",
+    )
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    sim = Simulator(
+        users=args.users,
+        seed=args.seed,
+        host=args.host,
+        port=args.port,
+        state_dir=args.state_dir,
+        requests_per_window=args.requests,
+        window_seconds=args.window,
+        concurrency=args.concurrency,
+        change_tracking=not args.no_change_tracking,
+    )
+    try:
+        sim.start()
+    except OSError as exc:
+        print(f"dataverse_sim: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 2
+    info = sim.info
+    if args.info_file:
+        sim.write_info_file(args.info_file)
+    elapsed = time.perf_counter() - started
+    print(f"dataverse_sim ready in {elapsed:.1f}s with {sim.store.count_users()} users", flush=True)
+    print(f"  organization URI : {info['organization_uri']}")
+    print(f"  authority host   : {info['authority_host']}")
+    print(f"  tenant           : {info['tenant_id']} ({sim.tenant_domain})")
+    print(f"  client id        : {info['client_id']}")
+    print(f"  client secret    : {info['client_secret']}")
+    print(f"  CA file          : {info['ca_bundle']}")
+    print(f"  control URL      : {info['control_url']}")
+    print(f"  control token    : {info['control_token']}", flush=True)
+
+    stop = threading.Event()
+
+    def on_signal(signum, frame) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    while not stop.is_set():
+        stop.wait(0.5)
+    sim.stop()
+    print("dataverse_sim stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

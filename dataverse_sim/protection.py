@@ -1,0 +1,218 @@
+"""Service protection limits (per client, sliding window) and injected faults."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+REQUESTS_CODE = "0x80072322"
+EXECUTION_CODE = "0x80072321"
+CONCURRENCY_CODE = "0x80072326"
+
+
+@dataclass
+class Limits:
+    requests: int = 6000
+    window_seconds: float = 300.0
+    concurrency: int = 52
+    execution_ms: int = 1_200_000
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "window_seconds": self.window_seconds,
+            "concurrency": self.concurrency,
+            "execution_ms": self.execution_ms,
+        }
+
+
+@dataclass
+class Throttled:
+    code: str
+    message: str
+    retry_after: int
+
+
+@dataclass
+class _ClientState:
+    requests: deque = field(default_factory=deque)  # timestamps
+    executions: deque = field(default_factory=deque)  # (timestamp, ms)
+    execution_total: float = 0.0
+    active: int = 0
+
+
+class ServiceProtection:
+    """Evaluates Dataverse's three service protection limits per client (token subject)."""
+
+    def __init__(self, clock: Callable[[], float], limits: Limits | None = None) -> None:
+        self.clock = clock
+        self.limits = limits or Limits()
+        self.lock = threading.Lock()
+        self._clients: dict[str, _ClientState] = {}
+
+    def configure(self, **changes: Any) -> Limits:
+        with self.lock:
+            for key, value in changes.items():
+                if value is None:
+                    continue
+                if not hasattr(self.limits, key):
+                    raise ValueError(f"unknown limit {key!r}")
+                current = getattr(self.limits, key)
+                setattr(self.limits, key, type(current)(value))
+            return self.limits
+
+    def reset(self, limits: Limits | None = None) -> None:
+        with self.lock:
+            self._clients.clear()
+            if limits is not None:
+                self.limits = limits
+
+    def _prune(self, state: _ClientState, now: float) -> None:
+        window = self.limits.window_seconds
+        while state.requests and state.requests[0] <= now - window:
+            state.requests.popleft()
+        while state.executions and state.executions[0][0] <= now - window:
+            _, ms = state.executions.popleft()
+            state.execution_total -= ms
+
+    def enter(self, client: str) -> Throttled | None:
+        """Call before serving a request; returns a Throttled verdict or None (then call
+        ``leave`` when done)."""
+        now = self.clock()
+        limits = self.limits
+        with self.lock:
+            state = self._clients.setdefault(client, _ClientState())
+            self._prune(state, now)
+            if state.active >= limits.concurrency:
+                return Throttled(
+                    CONCURRENCY_CODE,
+                    f"Number of concurrent requests exceeded the limit of {limits.concurrency}.",
+                    1,
+                )
+            if len(state.requests) >= limits.requests:
+                oldest = state.requests[0]
+                retry = max(1, math.ceil(oldest + limits.window_seconds - now))
+                return Throttled(
+                    REQUESTS_CODE,
+                    f"Number of requests exceeded the limit of {limits.requests} over time "
+                    f"window of {_fmt_seconds(limits.window_seconds)} seconds.",
+                    retry,
+                )
+            if state.execution_total >= limits.execution_ms:
+                oldest = state.executions[0][0] if state.executions else now
+                retry = max(1, math.ceil(oldest + limits.window_seconds - now))
+                return Throttled(
+                    EXECUTION_CODE,
+                    "Combined execution time of incoming requests exceeded limit of "
+                    f"{limits.execution_ms:,} milliseconds over time window of "
+                    f"{_fmt_seconds(limits.window_seconds)} seconds. Decrease number of "
+                    "concurrent requests or reduce the duration of requests and try again later.",
+                    retry,
+                )
+            state.requests.append(now)
+            state.active += 1
+            return None
+
+    def leave(self, client: str, elapsed_ms: float) -> None:
+        now = self.clock()
+        with self.lock:
+            state = self._clients.setdefault(client, _ClientState())
+            state.active = max(0, state.active - 1)
+            state.executions.append((now, elapsed_ms))
+            state.execution_total += elapsed_ms
+
+    def remaining(self, client: str) -> tuple[int, int]:
+        """(requests remaining, execution ms remaining) in the current window."""
+        now = self.clock()
+        with self.lock:
+            state = self._clients.get(client)
+            if state is None:
+                return self.limits.requests, self.limits.execution_ms
+            self._prune(state, now)
+            return (
+                max(0, self.limits.requests - len(state.requests)),
+                max(0, int(self.limits.execution_ms - state.execution_total)),
+            )
+
+
+def _fmt_seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+FAULT_KINDS = {"status", "reset", "slow", "truncated", "malformed"}
+
+
+@dataclass
+class Fault:
+    kind: str
+    count: int = 1
+    status: int = 503
+    retry_after: int | None = None
+    seconds: float = 1.0
+    path_contains: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Fault:
+        kind = data.get("kind")
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
+        count = int(data.get("count", 1))
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        status = int(data.get("status", 429 if kind == "status" else 503))
+        if kind == "status" and not 400 <= status <= 599:
+            raise ValueError("status must be an HTTP error status (400-599)")
+        retry_after = data.get("retry_after")
+        return cls(
+            kind=kind,
+            count=count,
+            status=status,
+            retry_after=None if retry_after is None else int(retry_after),
+            seconds=float(data.get("seconds", 1.0)),
+            path_contains=data.get("path_contains"),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "count": self.count,
+            "status": self.status,
+            "retry_after": self.retry_after,
+            "seconds": self.seconds,
+            "path_contains": self.path_contains,
+        }
+
+
+class FaultQueue:
+    """Faults applied, in order, to the next Dataverse Web API requests."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.faults: list[Fault] = []
+
+    def add(self, fault: Fault) -> None:
+        with self.lock:
+            self.faults.append(fault)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.faults.clear()
+
+    def take(self, path: str) -> Fault | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault.path_contains and fault.path_contains not in path:
+                    continue
+                fault.count -= 1
+                if fault.count <= 0:
+                    self.faults.remove(fault)
+                return fault
+            return None
+
+    def pending(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [f.as_dict() for f in self.faults]
