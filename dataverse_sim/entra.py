@@ -126,7 +126,7 @@ class Entra:
     @property
     def client_secret(self) -> str:
         with self.lock:
-            valid = [s for s in self.secrets if not s.expired]
+            valid = [s for s in self.secrets if not s.expired] or self.secrets
             return valid[-1].value if valid else ""
 
     def issuer(self) -> str:
@@ -157,7 +157,6 @@ class Entra:
         with self.lock:
             self.secrets = [Secret(seeded_secret(self.tenant.seed))]
             self.certificates.clear()
-            self._live_utis.clear()
             self._revoked_utis.clear()
             self._codes.clear()
             self._refresh.clear()

@@ -73,6 +73,8 @@ class _TLSServer(ThreadingHTTPServer):
 
     def finish_request(self, request, client_address) -> None:
         request.settimeout(30)
+        with contextlib.suppress(OSError):
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             tls = self.ssl_context.wrap_socket(request, server_side=True)
         except (ssl.SSLError, OSError):
@@ -174,7 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             log_entry["duration_ms"] = round((time.perf_counter() - started) * 1000, 2)
             if not path.startswith("/_control/"):
-                sim._log(log_entry)
+                sim._record(log_entry)
 
     def send_response_obj(self, resp: Response, log_entry: dict[str, Any]) -> None:
         log_entry["status"] = resp.status
@@ -530,7 +532,7 @@ class Simulator:
             raise RuntimeError("the simulator is not running; call start() first")
         return self.entra
 
-    def _log(self, entry: dict[str, Any]) -> None:
+    def _record(self, entry: dict[str, Any]) -> None:
         with self._log_lock:
             self._log.append(entry)
 
@@ -604,8 +606,6 @@ class Simulator:
             if fault.kind == "reset":
                 log["status"] = 0
                 h.hard_close()
-            if fault.kind == "slow":
-                time.sleep(fault.seconds)
             if fault.kind == "status":
                 h.send_response_obj(self._fault_response(fault), log)
                 return
@@ -639,6 +639,8 @@ class Simulator:
             return
         started = time.perf_counter()
         try:
+            if fault is not None and fault.kind == "slow":
+                time.sleep(fault.seconds)
             rest = path[len("/api/data/") :]
             version, _, sub = rest.partition("/")
             resp = self.webapi.handle(h.command, version, sub, query, h.headers, claims, body)
