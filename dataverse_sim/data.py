@@ -7,6 +7,7 @@ of the tables goes through ``store.lock``.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import random
 import threading
@@ -30,8 +31,19 @@ DATASET_EPOCH = 1751241600  # 2025-06-30T00:00:00Z
 FIRST_VERSION = 1_000_001
 
 
+_DAYS: dict[int, str] = {}
+
+
 def iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    """UTC timestamp as Dataverse writes it: 2017-01-13T01:52:51Z (whole seconds)."""
+    seconds = int(ts)
+    day, rest = divmod(seconds, 86400)
+    prefix = _DAYS.get(day)
+    if prefix is None:
+        prefix = _DAYS[day] = time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{prefix}T{hours:02d}:{minutes:02d}:{secs:02d}Z"
 
 
 def seeded_uuid(seed: int, label: str) -> str:
@@ -520,7 +532,16 @@ class Store:
     # ------------------------------------------------------------------ generation
     def generate(self) -> None:
         with self.lock:
-            bus, users, version = generate_rows(self.seed, self.user_count, self.tenant)
+            # Millions of small tuples: keep the cyclic collector out of the way while they
+            # are built, then move them out of its reach (they hold no reference cycles).
+            was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                bus, users, version = generate_rows(self.seed, self.user_count, self.tenant)
+            finally:
+                if was_enabled:
+                    gc.enable()
+            gc.freeze()
             self.businessunits.load(bus)
             self.systemusers.load(users)
             self.version = version
@@ -871,7 +892,8 @@ def generate_rows(seed: int, count: int, tenant: Tenant) -> tuple[list[Row], lis
     start = 1514764800
     span = DATASET_EPOCH - start
 
-    rows_with_time: list[tuple[float, list[Any]]] = []
+    built_rows: list[list[Any] | None] = []
+    modified_times: list[float] = []
 
     base_values = {c: None for c in stored}
 
@@ -879,7 +901,8 @@ def generate_rows(seed: int, count: int, tenant: Tenant) -> tuple[list[Row], lis
         row = [values.get(c) for c in stored]
         row[_SI["createdon"]] = iso(created)
         row[_SI["modifiedon"]] = row[_SI["createdon"]] if modified == created else iso(modified)
-        rows_with_time.append((modified, row))
+        built_rows.append(row)
+        modified_times.append(modified)
 
     for sp in specials:
         values = dict(base_values)
@@ -902,7 +925,7 @@ def generate_rows(seed: int, count: int, tenant: Tenant) -> tuple[list[Row], lis
         if "domainname" not in sp:
             email = values.get("internalemailaddress")
             values["domainname"] = (
-                email or f"user{len(rows_with_time)}@{tenant.tenant_domain}"
+                email or f"user{len(built_rows)}@{tenant.tenant_domain}"
             ).lower()
             values["windowsliveid"] = values["domainname"]
         created = start + rng.random() * span * 0.3
@@ -910,15 +933,22 @@ def generate_rows(seed: int, count: int, tenant: Tenant) -> tuple[list[Row], lis
 
     n_first = len(FIRST_NAMES)
     n_last = len(LAST_NAMES)
+    n_domains = len(EMAIL_DOMAINS)
+    n_locations = len(LOCATIONS)
+    n_bus = len(bu_ids)
+    n_titles = len(JOB_TITLES)
+    n_streets = len(STREETS)
     folded_first = [ascii_fold(f) for f in FIRST_NAMES]
     folded_last = [ascii_fold(s).replace(" ", "") for s in LAST_NAMES]
     rand = rng.random
-    randrange = rng.randrange
     getrandbits = rng.getrandbits
     manager_pool: list[str] = []
+    shared: dict[str, str] = {}  # interned repeated strings (phones, streets, postcodes)
+    share = shared.setdefault
+    disabled_reason = "User was disabled in Microsoft Entra ID"
     for idx in range(n_random):
-        fi = randrange(n_first)
-        li = randrange(n_last)
+        fi = int(rand() * n_first)
+        li = int(rand() * n_last)
         first = FIRST_NAMES[fi]
         last = LAST_NAMES[li]
         full = fullnames.get((first, last))
@@ -928,7 +958,7 @@ def generate_rows(seed: int, count: int, tenant: Tenant) -> tuple[list[Row], lis
         sid = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
         h = f"{getrandbits(128):032x}"
         oid = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
-        style = randrange(10)
+        style = int(rand() * 10)
         f_ascii = folded_first[fi]
         l_ascii = folded_last[li]
         if style < 5:
@@ -941,18 +971,16 @@ def generate_rows(seed: int, count: int, tenant: Tenant) -> tuple[list[Row], lis
             local = f"{f_ascii}.{l_ascii}+crm".lower()
         else:
             local = f"{f_ascii}_{l_ascii}".lower()
-        domain = EMAIL_DOMAINS[randrange(len(EMAIL_DOMAINS))]
+        domain = EMAIL_DOMAINS[int(rand() * n_domains)]
         email = f"{local}@{domain}"
         key = email.lower()
         if key in seen_emails:
             email = f"{local}{idx}@{domain}"
             key = email.lower()
         seen_emails.add(key)
-        upn = (
-            key
-            if domain.lower() != "northwindtraders.com"
-            else (f"{local.lower()}@{tenant.tenant_domain}")
-        )
+        if key == email:
+            key = email
+        upn = key if domain != "northwindtraders.com" else f"{local.lower()}@{tenant.tenant_domain}"
         roll = rand()
         accessmode = 0
         if roll < 0.02:
@@ -963,58 +991,81 @@ def generate_rows(seed: int, count: int, tenant: Tenant) -> tuple[list[Row], lis
             accessmode = 4
         disabled = rand() < 0.06
         no_email = rand() < 0.02
-        loc = LOCATIONS[randrange(len(LOCATIONS))]
-        city, state, postal_prefix, country, phone_prefix = loc
+        city, state, postal_prefix, country, phone_prefix = LOCATIONS[int(rand() * n_locations)]
         created = start + rand() * span
         modified = created if rand() < 0.3 else created + rand() * (DATASET_EPOCH - created)
-        row = [None] * nstored
-        row[0] = sid
-        row[2] = accessmode
-        row[3] = first
-        row[4] = last
-        row[7] = full
-        row[8] = None if no_email else email
-        row[10] = upn
-        row[11] = upn
-        row[12] = True
-        row[13] = False
-        row[14] = disabled
-        row[15] = "User was disabled in Microsoft Entra ID" if disabled else None
-        row[16] = not disabled
-        row[17] = False
-        row[18] = 6
-        row[19] = 0
-        row[20] = 4
-        row[21] = iso(created)
-        row[22] = row[21] if modified == created else iso(modified)
-        row[23] = bu_ids[randrange(len(bu_ids))]
+        created_text = iso(created)
+        title = JOB_TITLES[int(rand() * n_titles)]
+        manager = None
         if manager_pool and rand() < 0.7:
-            row[24] = manager_pool[randrange(len(manager_pool))]
-        row[25] = oid
-        title = JOB_TITLES[randrange(len(JOB_TITLES))]
-        row[27] = title if rand() < 0.5 else None
-        row[28] = title
-        row[29] = f"E{100000 + idx:06d}" if rand() < 0.85 else None
-        row[30] = f"{phone_prefix}{randrange(10000):04d}" if rand() < 0.7 else None
-        row[31] = f"{phone_prefix}{randrange(10000):04d}" if rand() < 0.5 else None
-        row[32] = f"{randrange(1, 400)} {STREETS[randrange(len(STREETS))]}"
-        row[33] = city
-        row[34] = state
-        row[35] = f"{postal_prefix}{randrange(100):02d}"
-        row[36] = country
+            manager = manager_pool[int(rand() * len(manager_pool))]
+        row = [
+            sid,
+            None,  # versionnumber, assigned below
+            accessmode,
+            first,
+            last,
+            None,
+            None,
+            full,
+            None if no_email else email,
+            None,
+            upn,
+            upn,
+            True,
+            False,
+            disabled,
+            disabled_reason if disabled else None,
+            not disabled,
+            False,
+            6,
+            0,
+            4,
+            created_text,
+            created_text if modified == created else iso(modified),
+            bu_ids[int(rand() * n_bus)],
+            manager,
+            oid,
+            None,
+            title if rand() < 0.5 else None,
+            title,
+            f"E{100000 + idx:06d}" if rand() < 0.85 else None,
+            share(p, p)
+            if (p := f"{phone_prefix}{int(rand() * 10000):04d}") and rand() < 0.7
+            else None,
+            share(p, p)
+            if (p := f"{phone_prefix}{int(rand() * 10000):04d}") and rand() < 0.5
+            else None,
+            share(p, p)
+            if (p := f"{1 + int(rand() * 399)} {STREETS[int(rand() * n_streets)]}")
+            else None,
+            city,
+            state,
+            share(p, p) if (p := f"{postal_prefix}{int(rand() * 100):02d}") else None,
+            country,
+        ]
+        built_rows.append(row)
+        modified_times.append(modified)
         if len(manager_pool) < 200 and rand() < 0.1:
             manager_pool.append(sid)
-        rows_with_time.append((modified, row))
+    del seen_emails, shared
 
     # versions follow modification order, like SQL Server rowversion
-    rows_with_time.sort(key=lambda item: item[0])
+    order = sorted(range(len(built_rows)), key=modified_times.__getitem__)
+    modified_times.clear()
     version = FIRST_VERSION - 1
     user_rows: list[Row] = []
-    for _modified, row in rows_with_time:
+    append = user_rows.append
+    for i in order:
+        row = built_rows[i]
+        built_rows[i] = None
         version += 1
         row[1] = version
         row.append(template_extra)
-        user_rows.append(tuple(row))
+        append(tuple(row))
+    built_rows.clear()
+    del order
+    assert not user_rows or len(user_rows[0]) == nstored + 1
     david = users_table.make_row(schema.DAVID_SO_RECORD)
     user_rows.append(david)
     return bu_rows, user_rows, version

@@ -29,8 +29,14 @@ def json_response(status: int, obj: Any, content_type: str = "application/json; 
     return Response(status, dumps(obj), content_type=content_type)
 
 
-def odata_response(status: int, obj: Any) -> Response:
-    resp = Response(status, dumps(obj), content_type=JSON_ODATA)
+def dumps_fast(obj: Any) -> bytes:
+    """Like ``dumps`` but escapes non-ASCII characters (equivalent JSON, about twice as fast
+    to produce); used for large collection pages."""
+    return json.dumps(obj, separators=(",", ":")).encode("ascii")
+
+
+def odata_response(status: int, obj: Any, *, fast: bool = False) -> Response:
+    resp = Response(status, dumps_fast(obj) if fast else dumps(obj), content_type=JSON_ODATA)
     resp.header("OData-Version", "4.0")
     return resp
 

@@ -6,8 +6,8 @@ are otherwise constant (``template``) or computed (``derived``).  This keeps a m
 users well under the memory budget: most of the ~130 systemuser columns are the same for
 every generated user, so they are not stored per row.
 
-Rows are kept in a dict keyed by the *sort key* of their primary key, plus a sorted list
-of those keys.  The sort key reproduces SQL Server's ``uniqueidentifier`` ordering (the
+Rows are kept in a dict keyed by their primary key, plus a list of the keys sorted by
+``guid_sort_key``.  The sort key reproduces SQL Server's ``uniqueidentifier`` ordering (the
 last six bytes are most significant, then bytes 8-9, 6-7, 4-5 and finally 0-3), which is
 the order Dataverse pages a table in when no other order is requested.
 """
@@ -72,24 +72,24 @@ class Table:
 
     def load(self, rows: list[Row]) -> None:
         """Replace all rows (used by the generator)."""
-        self.rows = {guid_sort_key(r[0]): r for r in rows}
-        self.order = sorted(self.rows)
+        self.rows = {r[0]: r for r in rows}
+        self.order = sorted(self.rows, key=guid_sort_key)
 
     def get(self, guid: str) -> Row | None:
-        return self.rows.get(guid_sort_key(guid.lower()))
+        return self.rows.get(guid.lower())
 
     def put(self, row: Row) -> None:
-        key = guid_sort_key(row[0])
+        key = row[0]
         if key not in self.rows:
-            bisect.insort(self.order, key)
+            bisect.insort(self.order, key, key=guid_sort_key)
         self.rows[key] = row
 
     def remove(self, guid: str) -> Row | None:
-        key = guid_sort_key(guid.lower())
-        row = self.rows.pop(key, None)
+        guid = guid.lower()
+        row = self.rows.pop(guid, None)
         if row is not None:
-            i = bisect.bisect_left(self.order, key)
-            if i < len(self.order) and self.order[i] == key:
+            i = bisect.bisect_left(self.order, guid_sort_key(guid), key=guid_sort_key)
+            if i < len(self.order) and self.order[i] == guid:
                 del self.order[i]
         return row
 
@@ -97,7 +97,7 @@ class Table:
         """Rows in primary-key order, strictly after ``after_key`` (a sort key)."""
         order = self.order
         rows = self.rows
-        start = 0 if after_key is None else bisect.bisect_right(order, after_key)
+        start = 0 if after_key is None else bisect.bisect_right(order, after_key, key=guid_sort_key)
         n = len(order)
         step = 2048
         while start < n:
