@@ -1,5 +1,6 @@
 import json
 import secrets
+import signal
 import time
 from pathlib import Path
 
@@ -39,6 +40,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, port, users, sim_port, **options):
+        # A service manager stops with SIGTERM rather than Ctrl-C: stop the children either way.
+        signal.signal(signal.SIGTERM, _interrupt)
         data = settings.DATA_DIR
         data.mkdir(parents=True, exist_ok=True)
         self._ensure_encryption_key(data)
@@ -150,3 +153,7 @@ class Command(BaseCommand):
             "Next: open Manage site → Integrate Dynamics CRM to watch the first sync, then "
             "Users to see who arrived from Dynamics.\nPress Ctrl-C to stop everything.\n"
         )
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

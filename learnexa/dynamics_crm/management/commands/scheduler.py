@@ -26,7 +26,6 @@ class Command(BaseCommand):
         self.running = True
         signal.signal(signal.SIGTERM, self._stop)
         while True:
-            close_old_connections()
             done = tick()
             if done["enqueued"] or done["resumed"] or not loop:
                 self.stdout.write(
@@ -35,9 +34,16 @@ class Command(BaseCommand):
             if not loop or not self.running:
                 return
             try:
-                time.sleep(interval)
+                self._sleep(interval)
             except KeyboardInterrupt:
                 return
+            # Drop a connection the database closed while we slept.
+            close_old_connections()
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while self.running and time.monotonic() < deadline:
+            time.sleep(min(0.5, deadline - time.monotonic()))
 
     def _stop(self, *args):
         self.running = False
