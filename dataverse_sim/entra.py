@@ -19,6 +19,7 @@ import binascii
 import datetime as dt
 import hashlib
 import hmac
+import html
 import json
 import random
 import secrets
@@ -179,7 +180,6 @@ class Entra:
         with self.lock:
             for digest in (sha1, sha256):
                 self.certificates[digest.hex().upper()] = cert.public_key()
-                self.certificates[jwt.b64url(digest)] = cert.public_key()
         return sha1.hex().upper()
 
     # ------------------------------------------------------------------ documents
@@ -398,7 +398,7 @@ class Entra:
             )
         thumb = header.get("x5t#S256") or header.get("x5t") or ""
         with self.lock:
-            key = self.certificates.get(thumb) or self.certificates.get(thumb.upper())
+            key = self.certificates.get(_thumbprint_hex(thumb))
         if key is None:
             return self.error(
                 401,
@@ -627,6 +627,8 @@ class Entra:
         if state is not None:
             query["state"] = state
         query["session_state"] = str(uuid.uuid4())
+        if params.get("response_mode") == "form_post":
+            return _form_post(redirect_uri, query)
         sep = "&" if "?" in redirect_uri else "?"
         resp = Response(302, b"")
         resp.header("Location", redirect_uri + sep + urlencode(query))
@@ -826,3 +828,34 @@ class Entra:
         if isinstance(nbf, (int, float)) and nbf > now + 300:
             raise AuthFailure("invalid", "The access token is not yet valid.")
         return claims
+
+
+def _thumbprint_hex(value: str) -> str:
+    """A JWT x5t / x5t#S256 header (base64url, padded or not, or hex) as upper-case hex."""
+    text = value.strip()
+    if len(text) in (40, 64) and all(c in "0123456789abcdefABCDEF" for c in text):
+        return text.upper()
+    try:
+        raw = base64.urlsafe_b64decode(
+            text.replace("+", "-").replace("/", "_").rstrip("=")
+            + "=" * (-len(text.rstrip("=")) % 4)
+        )
+    except (binascii.Error, ValueError):
+        return text
+    return raw.hex().upper()
+
+
+def _form_post(redirect_uri: str, fields: dict[str, str]) -> Response:
+    """The auto-submitting page Entra returns for ``response_mode=form_post``."""
+    inputs = "".join(
+        f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}" />'
+        for k, v in fields.items()
+    )
+    page = (
+        "<html><head><title>Working...</title></head><body>"
+        f'<form method="POST" name="hiddenform" action="{html.escape(redirect_uri)}">{inputs}'
+        "<noscript><p>Script is disabled. Click Submit to continue.</p>"
+        '<input type="submit" value="Submit" /></noscript></form>'
+        '<script language="javascript">document.forms[0].submit();</script></body></html>'
+    )
+    return Response(200, page.encode(), content_type="text/html; charset=utf-8")
