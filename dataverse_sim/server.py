@@ -624,9 +624,7 @@ class Simulator:
                     401, "0x8005F101", "The requested resource requires authentication."
                 )
             else:
-                resp = odata_error(
-                    401, "0x80072560", f"The user is not authenticated. {exc.message}"
-                )
+                resp = odata_error(401, "", f"Bearer token validation failed. {exc.message}")
             resp.header("WWW-Authenticate", self._challenge())
             h.send_response_obj(resp, log)
             return

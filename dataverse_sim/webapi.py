@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from . import schema
+from .annotations import annotator, wanted
 from .data import ORGANIZATION_ID, READ_ONLY_COLUMNS, ROOT_BUSINESS_UNIT_ID, Store, iso
 from .http_util import Response, dumps, odata_error, odata_response, parse_prefer
 from .odata_filter import FilterError, compile_filter
@@ -217,6 +218,7 @@ class WebApi:
                     404, "0x80060888", f"Resource not found for the segment '{version}'."
                 )
             api = f"{self.base_url}/api/data/{version}"
+            self._check_caller(claims)
             prefer = parse_prefer(headers.get_all("Prefer") or [])
             if path in ("", "/"):
                 return self._service_document(api)
@@ -286,22 +288,41 @@ class WebApi:
         resp.header("OData-Version", "4.0")
         return resp
 
-    def caller_id(self, claims: dict[str, Any]) -> str:
+    def caller_id(self, claims: dict[str, Any]) -> str | None:
+        """The systemuserid of the caller (the application user for app-only tokens)."""
         tenant = self.store.tenant
         oid = claims.get("oid")
         if claims.get("idtyp") == "app" or oid == tenant.app_object_id:
             return tenant.app_user_id
         cached = self._oid_cache.get(oid)
-        if cached:
+        if cached and self.store.get_user(cached) is not None:
             return cached
-        for user in self.store.users():
-            if user.get("azureactivedirectoryobjectid") == oid:
-                self._oid_cache[oid] = user["systemuserid"]
-                return user["systemuserid"]
-        return tenant.app_user_id
+        table = self.store.systemusers
+        getter = table.getter("azureactivedirectoryobjectid")
+        with self.store.lock:
+            for row in table.iter_from(None):
+                if getter(row) == oid:
+                    self._oid_cache[oid] = row[0]
+                    return row[0]
+        return None
+
+    def _check_caller(self, claims: dict[str, Any]) -> None:
+        user_id = self.caller_id(claims)
+        user = None if user_id is None else self.store.get_user(user_id)
+        if user is None:
+            raise ApiError(403, "0x80072560", "The user is not a member of the organization.")
+        if user.get("isdisabled"):
+            raise ApiError(
+                403,
+                "0x80040225",
+                f"The user with SystemUserId={user_id} in OrganizationContext="
+                f"{ORGANIZATION_ID} is disabled. Disabled users cannot access the system. "
+                "Consider enabling this user. Also, users are disabled if they don't have a "
+                "license assigned to them.",
+            )
 
     def _whoami(self, api: str, claims: dict[str, Any]) -> Response:
-        user_id = self.caller_id(claims)
+        user_id = self.caller_id(claims) or self.store.tenant.app_user_id
         user = self.store.get_user(user_id)
         bu = (user or {}).get("_businessunitid_value") or ROOT_BUSINESS_UNIT_ID
         return odata_response(
@@ -511,7 +532,9 @@ class WebApi:
                 resp.header("ETag", etag)
                 resp.header("OData-Version", "4.0")
                 return resp
-            record = table.renderer(select)(row)
+            prefer = parse_prefer(headers.get_all("Prefer") or [])
+            annotations = prefer.get("odata.include-annotations")
+            record = self._with_annotations(table, table.renderer(select), annotations)(row)
         sel = f"({','.join(select)})" if select else ""
         body = {"@odata.context": f"{api}/$metadata#{table.entity_set}{sel}/$entity"}
         body.update(record)
@@ -599,7 +622,7 @@ class WebApi:
 
         sel = f"({','.join(select)})" if select else ""
         context = f"{api}/$metadata#{table.entity_set}{sel}"
-        render = table.renderer(select)
+        render = self._with_annotations(table, table.renderer(select), annotations)
         limit = top if top is not None else page_size
         with self.store.lock:
             if orderby:
@@ -640,6 +663,22 @@ class WebApi:
         for item in applied:
             resp.header("Preference-Applied", item)
         return resp
+
+    def _with_annotations(self, table: Table, render, annotations: str | None):
+        formatted, lookups = wanted(annotations)
+        if not (formatted or lookups):
+            return render
+        tables = self.store.tables()
+
+        def names(target: str, guid: str) -> str | None:
+            other = tables.get(target + "s")
+            if other is None:
+                return None
+            row = other.get(guid)
+            return None if row is None else other.value(row, other.primary_name)
+
+        annotate = annotator(table, names, formatted, lookups)
+        return lambda row: annotate(render(row))
 
     def _capped_count(self, table: Table, pred) -> int:
         if pred is None:

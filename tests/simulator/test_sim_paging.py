@@ -137,8 +137,10 @@ def test_paging_is_stable_when_rows_change_between_pages(api, sim):
     seen = [r["systemuserid"] for r in first["value"]]
     # delete an already-served row and a not-yet-served row, add a row before the cursor
     all_ids = [u["systemuserid"] for u in sim.store.users()]
-    sim.store.delete_user(seen[3])
-    not_yet = all_ids[120]
+    humans = {u["systemuserid"] for u in sim.store.users() if not u["applicationid"]}
+    served = next(uid for uid in seen[3:] if uid in humans)
+    sim.store.delete_user(served)
+    not_yet = next(uid for uid in all_ids[120:] if uid in humans)
     sim.store.delete_user(not_yet)
     resp = api.get(first["@odata.nextLink"], headers={"Prefer": prefer})
     rest = []
@@ -151,6 +153,7 @@ def test_paging_is_stable_when_rows_change_between_pages(api, sim):
     assert not set(rest) & set(seen)
     assert not_yet not in rest
     assert set(seen) | set(rest) == set(all_ids) - {not_yet}
+    assert served in seen
 
 
 def test_orderby_paging_covers_everything(api, sim):

@@ -390,3 +390,78 @@ def test_count_is_capped_at_5000(api, sim):
     assert sim.store.count_users() == 5001
     assert body["@odata.count"] == 5000
     assert api.get("/systemusers/$count").text == "5000"
+
+
+# ------------------------------------------------------------------------------ annotations
+
+
+def test_formatted_values_and_lookup_annotations(api):
+    resp = api.get(
+        f"/systemusers({DAVID})?$select=accessmode,isdisabled,createdon,_businessunitid_value",
+        headers={"Prefer": 'odata.include-annotations="*"'},
+    )
+    body = resp.json()
+    fv = "@OData.Community.Display.V1.FormattedValue"
+    assert body["accessmode" + fv] == "Read-Write"
+    assert body["isdisabled" + fv] == "Disabled"
+    assert body["createdon" + fv] == "1/13/2017 1:52 AM"
+    assert body["_businessunitid_value" + fv] == "Contoso"
+    assert body["_businessunitid_value@Microsoft.Dynamics.CRM.lookuplogicalname"] == "businessunit"
+    keys = list(body)
+    assert keys.index("isdisabled" + fv) == keys.index("isdisabled") - 1
+    plain = api.get(f"/systemusers({DAVID})?$select=accessmode").json()
+    assert "accessmode" + fv not in plain
+
+
+def test_total_record_count_annotation(api):
+    body = api.get(
+        "/systemusers?$select=fullname&$count=true",
+        headers={
+            "Prefer": 'odata.include-annotations="Microsoft.Dynamics.CRM.totalrecordcount,'
+            'Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded",odata.maxpagesize=5'
+        },
+    ).json()
+    assert body["@Microsoft.Dynamics.CRM.totalrecordcount"] == 250
+    assert body["@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded"] is False
+    assert len(body["value"]) == 5
+
+
+# ------------------------------------------------------------------------------ caller
+
+
+def test_disabled_or_missing_application_user_is_403(sim, api):
+    sim.disable_user(sim.application_user_id)
+    err = error_of(api.get("/WhoAmI"), 403)
+    assert err["code"] == "0x80040225" and "is disabled" in err["message"]
+    sim.delete_user(sim.application_user_id)
+    err = error_of(api.get("/systemusers?$top=1"), 403)
+    assert err["message"] == "The user is not a member of the organization."
+
+
+def test_application_user_cannot_be_updated(sim, api):
+    resp = api.patch(f"/systemusers({sim.application_user_id})", json={"firstname": "x"})
+    assert error_of(resp)["code"] == "0x80041d48"
+
+
+def test_patch_with_etag(api):
+    uid = rows(
+        api.get(
+            "/systemusers", params={"$filter": "internalemailaddress eq 'john_doe@contoso.com'"}
+        )
+    )[0]["systemuserid"]  # noqa: E501
+    current = api.get(f"/systemusers({uid})?$select=jobtitle").json()
+    stale = 'W/"1"'
+    assert (
+        api.patch(
+            f"/systemusers({uid})", json={"jobtitle": "A"}, headers={"If-Match": stale}
+        ).status_code
+        == 412
+    )  # noqa: E501
+    ok = api.patch(
+        f"/systemusers({uid})",
+        json={"jobtitle": "Trainer"},
+        headers={"If-Match": current["@odata.etag"], "Prefer": "return=representation"},
+    )
+    assert ok.status_code == 200 and ok.json()["jobtitle"] == "Trainer"
+    assert ok.json()["versionnumber"] > int(current["@odata.etag"][3:-1])
+    assert api.patch(f"/systemusers({uid})", json={"fullname": "x"}).status_code == 400
