@@ -32,18 +32,22 @@ FIRST_VERSION = 1_000_001
 
 
 _DAYS: dict[int, str] = {}
+_TIMES: list[str] = []
+_DIGITS2 = tuple(f"{i:02d}" for i in range(100))
+_DIGITS4 = tuple(f"{i:04d}" for i in range(10000))
 
 
 def iso(ts: float) -> str:
     """UTC timestamp as Dataverse writes it: 2017-01-13T01:52:51Z (whole seconds)."""
-    seconds = int(ts)
-    day, rest = divmod(seconds, 86400)
+    day, rest = divmod(int(ts), 86400)
     prefix = _DAYS.get(day)
     if prefix is None:
-        prefix = _DAYS[day] = time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{prefix}T{hours:02d}:{minutes:02d}:{secs:02d}Z"
+        prefix = _DAYS[day] = time.strftime("%Y-%m-%dT", time.gmtime(day * 86400))
+    if not _TIMES:
+        _TIMES.extend(
+            f"{h:02d}:{m:02d}:{sec:02d}Z" for h in range(24) for m in range(60) for sec in range(60)
+        )
+    return prefix + _TIMES[rest]
 
 
 def seeded_uuid(seed: int, label: str) -> str:
@@ -940,25 +944,32 @@ def generate_rows(seed: int, count: int, tenant: Tenant) -> tuple[list[Row], lis
     n_streets = len(STREETS)
     folded_first = [ascii_fold(f) for f in FIRST_NAMES]
     folded_last = [ascii_fold(s).replace(" ", "") for s in LAST_NAMES]
-    rand = rng.random
-    getrandbits = rng.getrandbits
     manager_pool: list[str] = []
     shared: dict[str, str] = {}  # interned repeated strings (phones, streets, postcodes)
     share = shared.setdefault
     disabled_reason = "User was disabled in Microsoft Entra ID"
+    variant = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+    # One block of random bytes per user (much cheaper than many random() calls).
+    # Layout: 0-15 id, 16-31 object id, 32.. choices and flags (see below).
+    chunk_users = 4096
+    block = b""
     for idx in range(n_random):
-        fi = int(rand() * n_first)
-        li = int(rand() * n_last)
+        o = (idx % chunk_users) * 64
+        if o == 0:
+            block = rng.randbytes(64 * chunk_users)
+        h = block[o : o + 16].hex()
+        sid = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant[h[16]]}{h[17:20]}-{h[20:]}"
+        h = block[o + 16 : o + 32].hex()
+        oid = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant[h[16]]}{h[17:20]}-{h[20:]}"
+        b = block[o + 32 : o + 64]
+        fi = b[0] % n_first
+        li = b[1] % n_last
         first = FIRST_NAMES[fi]
         last = LAST_NAMES[li]
         full = fullnames.get((first, last))
         if full is None:
             full = fullnames[(first, last)] = f"{first} {last}"
-        h = f"{getrandbits(128):032x}"
-        sid = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
-        h = f"{getrandbits(128):032x}"
-        oid = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
-        style = int(rand() * 10)
+        style = b[2] % 10
         f_ascii = folded_first[fi]
         l_ascii = folded_last[li]
         if style < 5:
@@ -971,7 +982,7 @@ def generate_rows(seed: int, count: int, tenant: Tenant) -> tuple[list[Row], lis
             local = f"{f_ascii}.{l_ascii}+crm".lower()
         else:
             local = f"{f_ascii}_{l_ascii}".lower()
-        domain = EMAIL_DOMAINS[int(rand() * n_domains)]
+        domain = EMAIL_DOMAINS[b[3] % n_domains]
         email = f"{local}@{domain}"
         key = email.lower()
         if key in seen_emails:
@@ -981,24 +992,23 @@ def generate_rows(seed: int, count: int, tenant: Tenant) -> tuple[list[Row], lis
         if key == email:
             key = email
         upn = key if domain != "northwindtraders.com" else f"{local.lower()}@{tenant.tenant_domain}"
-        roll = rand()
-        accessmode = 0
-        if roll < 0.02:
-            accessmode = 1
-        elif roll < 0.03:
-            accessmode = 2
-        elif roll < 0.035:
-            accessmode = 4
-        disabled = rand() < 0.06
-        no_email = rand() < 0.02
-        city, state, postal_prefix, country, phone_prefix = LOCATIONS[int(rand() * n_locations)]
-        created = start + rand() * span
-        modified = created if rand() < 0.3 else created + rand() * (DATASET_EPOCH - created)
-        created_text = iso(created)
-        title = JOB_TITLES[int(rand() * n_titles)]
-        manager = None
-        if manager_pool and rand() < 0.7:
-            manager = manager_pool[int(rand() * len(manager_pool))]
+        roll = b[4]  # 0-255: ~2 % administrative, ~1 % read, ~0.5 % non-interactive
+        accessmode = 0 if roll >= 9 else (1 if roll < 5 else (2 if roll < 8 else 4))
+        disabled = b[5] < 15  # ~6 %
+        no_email = b[6] < 5  # ~2 %
+        city, state, postal_prefix, country, phone_prefix = LOCATIONS[b[7] % n_locations]
+        created = start + span * ((b[8] << 16 | b[9] << 8 | b[10]) / 16777216)
+        if b[11] < 77:  # ~30 % never modified
+            modified = created
+            created_text = modified_text = iso(created)
+        else:
+            modified = created + (DATASET_EPOCH - created) * (
+                (b[12] << 16 | b[13] << 8 | b[14]) / 16777216
+            )
+            created_text = iso(created)
+            modified_text = iso(modified)
+        title = JOB_TITLES[b[15] % n_titles]
+        manager = manager_pool[b[17] % len(manager_pool)] if manager_pool and b[16] < 180 else None
         row = [
             sid,
             None,  # versionnumber, assigned below
@@ -1022,31 +1032,31 @@ def generate_rows(seed: int, count: int, tenant: Tenant) -> tuple[list[Row], lis
             0,
             4,
             created_text,
-            created_text if modified == created else iso(modified),
-            bu_ids[int(rand() * n_bus)],
+            modified_text,
+            bu_ids[b[18] % n_bus],
             manager,
             oid,
             None,
-            title if rand() < 0.5 else None,
+            title if b[19] < 128 else None,
             title,
-            f"E{100000 + idx:06d}" if rand() < 0.85 else None,
+            f"E{100000 + idx}" if b[20] < 218 else None,
             share(p, p)
-            if (p := f"{phone_prefix}{int(rand() * 10000):04d}") and rand() < 0.7
+            if b[21] < 179 and (p := phone_prefix + _DIGITS4[(b[22] << 8 | b[23]) % 10000])
             else None,
             share(p, p)
-            if (p := f"{phone_prefix}{int(rand() * 10000):04d}") and rand() < 0.5
+            if b[24] < 128 and (p := phone_prefix + _DIGITS4[(b[25] << 8 | b[26]) % 10000])
             else None,
             share(p, p)
-            if (p := f"{1 + int(rand() * 399)} {STREETS[int(rand() * n_streets)]}")
+            if (p := f"{1 + (b[27] << 8 | b[28]) % 399} {STREETS[b[29] % n_streets]}")
             else None,
             city,
             state,
-            share(p, p) if (p := f"{postal_prefix}{int(rand() * 100):02d}") else None,
+            share(p, p) if (p := postal_prefix + _DIGITS2[b[30] % 100]) else None,
             country,
         ]
         built_rows.append(row)
         modified_times.append(modified)
-        if len(manager_pool) < 200 and rand() < 0.1:
+        if b[31] < 26 and len(manager_pool) < 200:
             manager_pool.append(sid)
     del seen_emails, shared
 
