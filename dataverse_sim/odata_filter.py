@@ -6,8 +6,9 @@ Semantics follow Dataverse (SQL Server underneath):
 * string comparisons are case-insensitive;
 * ``contains`` / ``startswith`` / ``endswith`` map to SQL ``LIKE``, so ``%``, ``_`` and
   ``[...]`` / ``[^...]`` inside the value are wildcards;
-* ``ne`` also matches rows where the column is null (as Dataverse's "not equal" condition
-  does), every other comparison with a null column value is false;
+* comparisons follow SQL's three-valued logic: a comparison with a null column value
+  (including ``ne`` and ``not (...)``) is unknown and the row is not returned; only
+  ``eq null`` / ``ne null`` test for null;
 * GUIDs and date/times are written unquoted; strings use single quotes with ``''`` as an
   escaped quote; ``Microsoft.Dynamics.CRM.In`` / ``NotIn`` take a JSON array of strings;
 * parameter aliases (``@p1``) are resolved from the query string.
@@ -574,13 +575,33 @@ def _norm_getter(prop: Prop, getter_for: Callable[[str], Getter]) -> Getter:
     return g
 
 
-def _compare(op: str, a, b) -> bool:
+def _and3(a, b: Callable[[Row], Any], r) -> bool | None:
+    """SQL (Kleene) AND; ``b`` is evaluated lazily."""
+    if a is False:
+        return False
+    bv = b(r)
+    if a is True:
+        return bv
+    return False if bv is False else None
+
+
+def _or3(a, b: Callable[[Row], Any], r) -> bool | None:
+    """SQL (Kleene) OR; ``b`` is evaluated lazily."""
+    if a is True:
+        return True
+    bv = b(r)
+    if a is False:
+        return bv
+    return True if bv is True else None
+
+
+def _compare(op: str, a, b) -> bool | None:
+    if a is None or b is None:
+        return None
     if op == "eq":
         return a == b
     if op == "ne":
         return a != b
-    if a is None or b is None:
-        return False
     try:
         if op == "gt":
             return a > b
@@ -603,11 +624,11 @@ class _Compiler:
             a = self.compile(node.left)
             b = self.compile(node.right)
             if node.op == "and":
-                return lambda r: a(r) and b(r)
-            return lambda r: a(r) or b(r)
+                return lambda r: _and3(a(r), b, r)
+            return lambda r: _or3(a(r), b, r)
         if isinstance(node, Not):
             inner = self.compile(node.operand)
-            return lambda r: not inner(r)
+            return lambda r: None if (v := inner(r)) is None else not v
         if isinstance(node, BinOp):
             return self.compile_cmp(node)
         if isinstance(node, Func) and node.name in _STRING_FUNCS:
@@ -615,8 +636,7 @@ class _Compiler:
         if isinstance(node, InFunc):
             return self.compile_in(node)
         if isinstance(node, Prop) and node.type == schema.BOOL:
-            g = self.getter_for(node.name)
-            return lambda r: g(r) is True
+            return self.getter_for(node.name)
         if isinstance(node, Lit) and node.kind == "bool":
             value = node.value
             return lambda r: value
@@ -661,16 +681,16 @@ class _Compiler:
                 return lambda r: False
             value = _coerce_literal(right, typ, op, self.text)
             if op == "eq":
-                return lambda r: g(r) == value
+                return lambda r: None if (v := g(r)) is None else v == value
             if op == "ne":
-                return lambda r: g(r) != value
+                return lambda r: None if (v := g(r)) is None else v != value
             if op == "gt":
-                return lambda r: (v := g(r)) is not None and v > value
+                return lambda r: None if (v := g(r)) is None else v > value
             if op == "ge":
-                return lambda r: (v := g(r)) is not None and v >= value
+                return lambda r: None if (v := g(r)) is None else v >= value
             if op == "lt":
-                return lambda r: (v := g(r)) is not None and v < value
-            return lambda r: (v := g(r)) is not None and v <= value
+                return lambda r: None if (v := g(r)) is None else v < value
+            return lambda r: None if (v := g(r)) is None else v <= value
         g2, typ2 = self.operand(right)
         if typ != typ2 and {typ, typ2} != {schema.INT, schema.FLOAT}:
             raise FilterError(
@@ -704,7 +724,7 @@ class _Compiler:
         else:
             pattern = "%" + body
         rx = like_regex(pattern).fullmatch
-        return lambda r: (v := g(r)) is not None and rx(v) is not None
+        return lambda r: None if (v := g(r)) is None else rx(v) is not None
 
     def compile_in(self, node: InFunc) -> Callable[[Row], bool]:
         g = _norm_getter(node.prop, self.getter_for)
@@ -713,8 +733,8 @@ class _Compiler:
         for raw in node.values:
             converted.add(_convert_in_value(raw, typ, node.prop.name))
         if node.negate:
-            return lambda r: (v := g(r)) is not None and v not in converted
-        return lambda r: g(r) in converted
+            return lambda r: None if (v := g(r)) is None else v not in converted
+        return lambda r: None if (v := g(r)) is None else v in converted
 
 
 def _convert_in_value(raw: str, typ: str, name: str):
@@ -751,4 +771,5 @@ def compile_filter(
     """Parse ``text`` and return a predicate over stored rows."""
     parser = _Parser(text, columns, entity_type, aliases or {})
     ast = parser.parse()
-    return _Compiler(getter_for, text).compile(ast)
+    predicate = _Compiler(getter_for, text).compile(ast)
+    return lambda r: predicate(r) is True

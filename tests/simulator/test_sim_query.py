@@ -465,3 +465,23 @@ def test_patch_with_etag(api):
     assert ok.status_code == 200 and ok.json()["jobtitle"] == "Trainer"
     assert ok.json()["versionnumber"] > int(current["@odata.etag"][3:-1])
     assert api.patch(f"/systemusers({uid})", json={"fullname": "x"}).status_code == 400
+
+
+def test_null_columns_follow_sql_three_valued_logic(api, sim):
+    everyone = rows(api.get("/systemusers", params={"$select": "internalemailaddress"}))
+    with_email = {r["systemuserid"] for r in everyone if r["internalemailaddress"] is not None}
+    without = {r["systemuserid"] for r in everyone} - with_email
+    assert without
+    ne = rows(api.get("/systemusers", params={"$filter": "internalemailaddress ne 'x@y.z'"}))
+    assert {r["systemuserid"] for r in ne} == with_email
+    negated = rows(
+        api.get("/systemusers", params={"$filter": "not contains(internalemailaddress,'@')"})
+    )
+    assert negated == []
+    either = rows(
+        api.get(
+            "/systemusers",
+            params={"$filter": "internalemailaddress ne 'x@y.z' or internalemailaddress eq null"},
+        )
+    )
+    assert len(either) == len(everyone)
