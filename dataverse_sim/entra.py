@@ -342,6 +342,44 @@ class Entra:
             return self._authorization_code(form)
         return self._refresh_token(form)
 
+    def token_v1(self, segment: str, form: dict[str, str], authorization: str | None) -> Response:
+        """The legacy ``/{tenant}/oauth2/token`` endpoint (ADAL): ``resource`` instead of
+        ``scope``; string ``expires_in``/``expires_on`` and the resource echoed back."""
+        if form.get("grant_type") != "client_credentials":
+            return self.error(
+                400,
+                "unsupported_grant_type",
+                70003,
+                "This simulator's v1.0 endpoint supports only the client_credentials grant.",
+            )
+        resource = form.get("resource")
+        if not resource:
+            return self.error(
+                400,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'resource'.",
+            )
+        v2_form = dict(form)
+        v2_form.pop("resource", None)
+        v2_form["scope"] = resource.rstrip("/") + "/.default"
+        resp = self.token(segment, v2_form, authorization)
+        if resp.status != 200:
+            return resp
+        body = json.loads(resp.body)
+        now = int(self.clock())
+        lifetime = int(body["expires_in"])
+        v1 = {
+            "token_type": "Bearer",
+            "expires_in": str(lifetime),
+            "ext_expires_in": str(lifetime),
+            "expires_on": str(now + lifetime),
+            "not_before": str(now),
+            "resource": resource,
+            "access_token": body["access_token"],
+        }
+        return json_response(200, v1)
+
     def _authenticate_client(self, form: dict[str, str], basic_secret: str | None):
         secret = form.get("client_secret") or basic_secret
         assertion = form.get("client_assertion")

@@ -588,6 +588,9 @@ class Simulator:
                 )
             form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
             return entra.token(segment, form, h.headers.get("Authorization"))
+        if rest == ["oauth2", "token"] and method == "POST":
+            form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+            return entra.token_v1(segment, form, h.headers.get("Authorization"))
         if rest == ["oauth2", "v2.0", "authorize"] and method == "GET":
             return entra.authorize(segment, dict(parse_qsl(query, keep_blank_values=True)))
         return json_response(404, {"error": "not_found", "error_description": f"No route {path}"})

@@ -189,3 +189,25 @@ def test_token_lifetimes_vary_within_range(sim, ssl_context):
     lifetimes = {_token_request(sim, ssl_context).json()["expires_in"] for _ in range(6)}
     assert all(3600 <= n <= 5400 for n in lifetimes)
     assert len(lifetimes) > 1
+
+
+def test_v1_token_endpoint_with_resource(sim, ssl_context, anon):
+    info = sim.info
+    resp = httpx.post(
+        f"{info['authority_host']}/{sim.tenant_domain}/oauth2/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": info["client_id"],
+            "client_secret": info["client_secret"],
+            "resource": info["organization_uri"] + "/",
+        },
+        verify=ssl_context,
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert isinstance(body["expires_in"], str) and int(body["expires_on"]) > int(body["not_before"])
+    assert body["resource"] == info["organization_uri"] + "/"
+    who = anon.get(
+        "/api/data/v9.2/WhoAmI", headers={"Authorization": f"Bearer {body['access_token']}"}
+    )
+    assert who.status_code == 200

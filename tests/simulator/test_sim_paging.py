@@ -176,3 +176,12 @@ def test_invalid_skiptoken(api, bad):
     resp = api.get("/systemusers", params={"$skiptoken": bad})
     assert resp.status_code == 400
     assert resp.json()["error"]["message"]
+
+
+def test_top_is_ignored_with_maxpagesize(api):
+    resp = api.get(
+        "/systemusers?$select=fullname&$top=3", headers={"Prefer": "odata.maxpagesize=10"}
+    )
+    body = resp.json()
+    assert len(body["value"]) == 10
+    assert "@odata.nextLink" in body

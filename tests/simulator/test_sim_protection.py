@@ -99,3 +99,16 @@ def test_faults_only_hit_the_web_api(sim, api, new_token):
     sim.inject_fault("status", status=503)
     assert new_token()  # token endpoint unaffected
     assert api.get("/WhoAmI").status_code == 503
+
+
+def test_execution_time_limit(sim, api):
+    sim.set_limits(execution_ms=300, window_seconds=60)
+    sim.inject_fault("slow", seconds=0.4)
+    assert api.get("/WhoAmI").status_code == 200  # over the budget after the fact
+    resp = api.get("/WhoAmI")
+    assert resp.status_code == 429
+    assert resp.json()["error"]["code"] == "0x80072321"
+    assert resp.json()["error"]["message"].startswith(
+        "Combined execution time of incoming requests exceeded limit of 300 milliseconds"
+    )
+    assert int(resp.headers["retry-after"]) >= 1
