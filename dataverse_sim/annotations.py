@@ -14,6 +14,8 @@ LOOKUP_NAME = "@Microsoft.Dynamics.CRM.lookuplogicalname"
 NAV_PROPERTY = "@Microsoft.Dynamics.CRM.associatednavigationproperty"
 
 PICKLISTS: dict[str, dict[int, str]] = {
+    "statecode": {0: "Active", 1: "Inactive"},
+    "statuscode": {1: "Active", 2: "Inactive"},
     "accessmode": {
         0: "Read-Write",
         1: "Administrative",
@@ -64,6 +66,8 @@ PICKLISTS: dict[str, dict[int, str]] = {
 }
 BOOLEANS = {"isdisabled": ("Enabled", "Disabled")}
 LOOKUP_TARGETS = {
+    "_ownerid_value": ("systemuser", "ownerid"),
+    "_parentcustomerid_value": ("account", "parentcustomerid_account"),
     "_businessunitid_value": ("businessunit", "businessunitid"),
     "_parentsystemuserid_value": ("systemuser", "parentsystemuserid"),
     "_createdby_value": ("systemuser", "createdby"),

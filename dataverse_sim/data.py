@@ -189,6 +189,71 @@ def make_businessunit_table() -> Table:
     )
 
 
+CONTACT_STORED: tuple[str, ...] = (
+    "contactid",
+    "versionnumber",
+    "fullname",
+    "firstname",
+    "lastname",
+    "emailaddress1",
+    "telephone1",
+    "jobtitle",
+    "_parentcustomerid_value",
+    "_ownerid_value",
+    "statecode",
+    "statuscode",
+    "createdon",
+    "modifiedon",
+)
+
+
+def make_contact_table() -> Table:
+    return Table(
+        entity_set="contacts",
+        logical_name="contact",
+        primary_key="contactid",
+        primary_name="fullname",
+        columns=schema.CONTACT_COLUMNS,
+        types=schema.CONTACT_TYPES,
+        stored=CONTACT_STORED,
+        template={},
+        derived={},
+    )
+
+
+def generate_contacts(seed: int, count: int, owners: list[str]) -> list[Row]:
+    """Customer contacts (read-only sample data; not part of the user sync)."""
+    rng = random.Random(f"{seed}:contacts")
+    rows: list[Row] = []
+    start = 1514764800
+    for i in range(count):
+        first = FIRST_NAMES[int(rng.random() * len(FIRST_NAMES))]
+        last = LAST_NAMES[int(rng.random() * len(LAST_NAMES))]
+        created = start + rng.random() * (DATASET_EPOCH - start)
+        active = rng.random() < 0.9
+        local = f"{ascii_fold(first)}.{ascii_fold(last).replace(' ', '')}".lower()
+        rows.append(
+            (
+                _guid(rng),
+                500_001 + i,
+                f"{first} {last}",
+                first,
+                last,
+                f"{local}@example.com" if rng.random() < 0.9 else None,
+                f"+1 555 01{int(rng.random() * 100):02d}" if rng.random() < 0.6 else None,
+                JOB_TITLES[int(rng.random() * len(JOB_TITLES))] if rng.random() < 0.5 else None,
+                None,
+                owners[int(rng.random() * len(owners))] if owners else None,
+                0 if active else 1,
+                1 if active else 2,
+                iso(created),
+                iso(created),
+                None,
+            )
+        )
+    return rows
+
+
 # ----------------------------------------------------------------------------- pools
 
 FIRST_NAMES = (
@@ -528,6 +593,7 @@ class Store:
         self.tenant = tenant or make_tenant(seed)
         self.systemusers = make_systemuser_table()
         self.businessunits = make_businessunit_table()
+        self.contacts = make_contact_table()
         self.tombstones: list[tuple[int, str, str]] = []  # (version, entity set, id)
         self.version = 0
         self._rng = random.Random(f"{seed}:runtime")
@@ -547,13 +613,19 @@ class Store:
                     gc.enable()
             gc.freeze()
             self.businessunits.load(bus)
+            owners = [r[0] for r in users[:50]]
+            self.contacts.load(generate_contacts(self.seed, max(10, self.user_count // 5), owners))
             self.systemusers.load(users)
             self.version = version
             self.tombstones = []
             self._rng = random.Random(f"{self.seed}:runtime")
 
     def tables(self) -> dict[str, Table]:
-        return {"systemusers": self.systemusers, "businessunits": self.businessunits}
+        return {
+            "systemusers": self.systemusers,
+            "businessunits": self.businessunits,
+            "contacts": self.contacts,
+        }
 
     def next_version(self) -> int:
         with self.lock:

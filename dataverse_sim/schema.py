@@ -259,3 +259,36 @@ BUSINESSUNIT_TYPES: dict[str, str] = {
     "modifiedon": DATETIME,
     "versionnumber": INT,
 }
+
+CONTACT_COLUMNS: tuple[str, ...] = (
+    "contactid",
+    "fullname",
+    "firstname",
+    "lastname",
+    "emailaddress1",
+    "telephone1",
+    "jobtitle",
+    "_parentcustomerid_value",
+    "_ownerid_value",
+    "statecode",
+    "statuscode",
+    "createdon",
+    "modifiedon",
+    "versionnumber",
+)
+CONTACT_TYPES: dict[str, str] = {
+    "contactid": GUID,
+    "fullname": STRING,
+    "firstname": STRING,
+    "lastname": STRING,
+    "emailaddress1": STRING,
+    "telephone1": STRING,
+    "jobtitle": STRING,
+    "_parentcustomerid_value": GUID,
+    "_ownerid_value": GUID,
+    "statecode": INT,
+    "statuscode": INT,
+    "createdon": DATETIME,
+    "modifiedon": DATETIME,
+    "versionnumber": INT,
+}

@@ -58,6 +58,7 @@ class _Closed(Exception):
 
 class _TLSServer(ThreadingHTTPServer):
     daemon_threads = True
+    block_on_close = False  # stop() must not wait for idle keep-alive connections
     allow_reuse_address = True
     request_queue_size = 256
 

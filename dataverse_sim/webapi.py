@@ -248,7 +248,7 @@ class WebApi:
     def _service_document(self, api: str) -> Response:
         value = [
             {"name": name, "kind": "EntitySet", "url": name}
-            for name in ("businessunits", "systemusers")
+            for name in ("businessunits", "contacts", "systemusers")
         ]
         value.append({"name": "EntityDefinitions", "kind": "EntitySet", "url": "EntityDefinitions"})
         return odata_response(200, {"@odata.context": f"{api}/$metadata", "value": value})
@@ -338,15 +338,22 @@ class WebApi:
     # ------------------------------------------------------------------ metadata
     def _entity_metadata(self) -> list[dict[str, Any]]:
         rows = []
-        for otc, table in ((10, self.store.businessunits), (8, self.store.systemusers)):
-            schema_name = {"systemuser": "SystemUser", "businessunit": "BusinessUnit"}[
-                table.logical_name
-            ]
+        for otc, table in (
+            (10, self.store.businessunits),
+            (2, self.store.contacts),
+            (8, self.store.systemusers),
+        ):
+            schema_name = {
+                "systemuser": "SystemUser",
+                "businessunit": "BusinessUnit",
+                "contact": "Contact",
+            }[table.logical_name]
             rows.append(
                 {
                     "MetadataId": {
                         "systemuser": "e2cfe0ad-1d63-4ec4-93d8-6d2bfbbd1fb9",
                         "businessunit": "a8a0d1c8-0ccf-4d8a-9e0d-0b2f6c1a0a10",
+                        "contact": "608861bc-50a4-4c5f-a02c-21fe1943e2cf",
                     }[table.logical_name],
                     "LogicalName": table.logical_name,
                     "SchemaName": schema_name,
@@ -356,7 +363,7 @@ class WebApi:
                     "PrimaryIdAttribute": table.primary_key,
                     "PrimaryNameAttribute": table.primary_name,
                     "ObjectTypeCode": otc,
-                    "OwnershipType": "BusinessOwned",
+                    "OwnershipType": "UserOwned" if otc == 2 else "BusinessOwned",
                     "IsCustomEntity": False,
                     "ChangeTrackingEnabled": self.change_tracking,
                     "CanChangeTrackingBeEnabled": {

@@ -485,3 +485,16 @@ def test_null_columns_follow_sql_three_valued_logic(api, sim):
         )
     )
     assert len(either) == len(everyone)
+
+
+def test_contacts_and_businessunits(api, sim):
+    contacts = api.get("/contacts?$select=fullname,_ownerid_value&$filter=statecode eq 0").json()
+    assert contacts["value"] and all(
+        set(r) == {"@odata.etag", "contactid", "fullname", "_ownerid_value"}
+        for r in contacts["value"]
+    )  # noqa: E501
+    bus = rows(api.get("/businessunits?$select=name&$orderby=name"))
+    assert [b["name"] for b in bus][:2] == ["Contoso", "Customer Service"]
+    resp = api.get("/EntityDefinitions?$select=EntitySetName&$filter=ChangeTrackingEnabled eq true")
+    assert {r["EntitySetName"] for r in rows(resp)} == {"systemusers", "businessunits", "contacts"}
+    assert api.post("/contacts", json={"firstname": "x"}).status_code == 405
