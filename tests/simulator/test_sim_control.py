@@ -109,3 +109,15 @@ def test_reset(sim, control, api):
     assert control.post("/reset").status_code == 200
     assert api.get(f"/systemusers({uid})").status_code == 404
     assert sim.store.count_users() == 250
+
+
+def test_control_is_for_loopback_clients_only(sim):
+    from email.message import Message
+    from types import SimpleNamespace
+
+    headers = Message()
+    headers["Authorization"] = f"Bearer {sim.info['control_token']}"
+    remote = SimpleNamespace(client_address=("10.1.2.3", 50000), headers=headers, command="GET")
+    assert sim._handle_control(remote, "/_control/info", "", b"").status == 403
+    local = SimpleNamespace(client_address=("127.0.0.1", 50000), headers=headers, command="GET")
+    assert sim._handle_control(local, "/_control/info", "", b"").status == 200
