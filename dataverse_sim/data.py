@@ -611,7 +611,8 @@ class Store:
             finally:
                 if was_enabled:
                     gc.enable()
-            gc.freeze()
+            if self.user_count >= 50_000:
+                gc.freeze()  # big organizations only: freezing also pins unrelated garbage
             self.businessunits.load(bus)
             owners = [r[0] for r in users[:50]]
             self.contacts.load(generate_contacts(self.seed, max(10, self.user_count // 5), owners))
