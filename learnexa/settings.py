@@ -151,7 +151,12 @@ LEARNEXA_DYNAMICS_ALLOWED_HOSTS = envlist("LEARNEXA_DYNAMICS_ALLOWED_HOSTS")
 LEARNEXA_SYNC_LEASE_SECONDS = int(os.environ.get("LEARNEXA_SYNC_LEASE_SECONDS", "300"))
 LEARNEXA_DYNAMICS_PAGE_SIZE = int(os.environ.get("LEARNEXA_DYNAMICS_PAGE_SIZE", "5000"))
 LEARNEXA_DYNAMICS_TIMEOUT = float(os.environ.get("LEARNEXA_DYNAMICS_TIMEOUT", "60"))
-
+# How long one run may spend waiting out throttling (429 + Retry-After) before it gives up
+# and is retried later; and the first pause before retrying a 5xx or network error.
+LEARNEXA_DYNAMICS_MAX_THROTTLE_WAIT = float(
+    os.environ.get("LEARNEXA_DYNAMICS_MAX_THROTTLE_WAIT", "300")
+)
+LEARNEXA_DYNAMICS_BACKOFF_SECONDS = float(os.environ.get("LEARNEXA_DYNAMICS_BACKOFF_SECONDS", "1"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -171,3 +176,5 @@ LOGGING = {
 AUTHENTICATION_BACKENDS = ["learnexa.accounts.backends.EmailBackend"]
 # Emails are unique per company (a constraint on lower(email), company), not globally.
 SILENCED_SYSTEM_CHECKS = ["auth.W004"]
+# How long finished sync runs, with their per-user change records, are kept.
+LEARNEXA_SYNC_HISTORY_DAYS = int(os.environ.get("LEARNEXA_SYNC_HISTORY_DAYS", "90"))

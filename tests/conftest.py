@@ -15,6 +15,8 @@ def _test_settings(settings):
     settings.LEARNEXA_ENCRYPTION_KEYS = [TEST_KEY]
     # A fast hasher: the tests sign in often and prove nothing about hashing speed.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Retries after a 5xx or a network error back off from 10 ms, not a second.
+    settings.LEARNEXA_DYNAMICS_BACKOFF_SECONDS = 0.01
 
 
 @pytest.fixture(scope="session")
@@ -24,17 +26,32 @@ def simulator_state(tmp_path_factory):
 
 
 @pytest.fixture
-def simulator(simulator_state, settings):
+def make_simulator(simulator_state, settings):
+    """Start a simulated organization (options as dataverse_sim.server.Simulator takes
+    them) that the product trusts and may send tokens to; stopped after the test."""
     from dataverse_sim.server import Simulator
 
-    sim = Simulator(users=250, seed=7, host="127.0.0.1", port=0, state_dir=simulator_state)
-    sim.start()
-    settings.LEARNEXA_DYNAMICS_ALLOWED_HOSTS = [
-        sim.info["organization_uri"].removeprefix("https://")
-    ]
-    settings.LEARNEXA_DYNAMICS_CA_BUNDLE = sim.info["ca_bundle"]
-    yield sim
-    sim.stop()
+    started = []
+
+    def make(**options):
+        options = {"users": 250, "seed": 7, **options}
+        sim = Simulator(host="127.0.0.1", port=0, state_dir=simulator_state, **options)
+        sim.start()
+        started.append(sim)
+        settings.LEARNEXA_DYNAMICS_ALLOWED_HOSTS = [
+            s.info["organization_uri"].removeprefix("https://") for s in started
+        ]
+        settings.LEARNEXA_DYNAMICS_CA_BUNDLE = sim.info["ca_bundle"]
+        return sim
+
+    yield make
+    for sim in started:
+        sim.stop()
+
+
+@pytest.fixture
+def simulator(make_simulator):
+    return make_simulator()
 
 
 @pytest.fixture
@@ -52,21 +69,23 @@ def site_admin(company):
 
 
 @pytest.fixture
-def connect(simulator):
-    """Connect a company to the simulator, as the settings form would."""
+def connect(request):
+    """Connect a company to a simulator (the test's `simulator` unless given), as the
+    settings form would."""
     from learnexa.dynamics_crm.models import DynamicsCrmSetting
 
-    def connect(company, **overrides):
-        info = simulator.info
+    def connect(company, sim=None, **overrides):
+        info = (sim or request.getfixturevalue("simulator")).info
         setting = DynamicsCrmSetting(
             company=company,
-            organization_uri=overrides.pop("organization_uri", info["organization_uri"]),
-            authority_host=overrides.pop("authority_host", info["authority_host"]),
-            tenant_id=overrides.pop("tenant_id", info["tenant_id"]),
-            client_id=overrides.pop("client_id", info["client_id"]),
+            organization_uri=info["organization_uri"],
+            authority_host=info["authority_host"],
+            tenant_id=info["tenant_id"],
+            client_id=info["client_id"],
             **overrides,
         )
         setting.set_client_secret(info["client_secret"])
+        setting.schedule_next()
         setting.save()
         return setting
 
@@ -76,3 +95,25 @@ def connect(simulator):
 @pytest.fixture
 def setting(company, connect):
     return connect(company)
+
+
+@pytest.fixture
+def connection_form():
+    """The integration form's fields as a browser posts them: the defaults, then yours."""
+
+    def form(**fields):
+        return {
+            "authority_host": "https://login.microsoftonline.com",
+            "sync_frequency": "weekly",
+            "sync_time": "02:00",
+            "sync_weekday": "0",
+            "sync_monthday": "1",
+            "full_sync_interval_days": "7",
+            "create_users": "on",
+            "deactivate_missing": "on",
+            "deactivation_limit_count": "20",
+            "deactivation_limit_percent": "10",
+            **fields,
+        }
+
+    return form

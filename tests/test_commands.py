@@ -95,8 +95,13 @@ def test_configure_sync_and_list_users(company, simulator, monkeypatch):
     assert all(set(u) == USER_KEYS for u in users)
     assert all(u["created_source"] == "dynamics_crm" and u["dynamics_systemuser_id"] for u in users)
 
-    again = json.loads(run("dynamics", "sync", "acme", "--json"))
-    assert again["unchanged"] == summary["created"] and again["created"] == 0
+    delta = json.loads(run("dynamics", "sync", "acme", "--json"))
+    assert delta["mode"] == "delta" and delta["records"] == 0 and delta["requests"] == 1
+
+    full = json.loads(run("dynamics", "sync", "acme", "--full", "--json"))
+    assert (
+        full["mode"] == "full" and full["unchanged"] == summary["created"] and full["created"] == 0
+    )
 
 
 @pytest.mark.django_db

@@ -57,7 +57,9 @@ def test_it_sends_the_documented_headers_and_follows_next_links_unchanged():
         assert request.headers["OData-MaxVersion"] == "4.0"
         assert request.headers["OData-Version"] == "4.0"
         assert request.headers["If-None-Match"] == "null"
-        assert request.headers["Prefer"] == "odata.maxpagesize=2"
+        assert request.headers["Prefer"] == (
+            'odata.maxpagesize=2,odata.include-annotations="OData.Community.Display.V1.FormattedValue"'
+        )
         assert request.headers["Authorization"] == "Bearer token-0"
     assert client.requests == 2
 

@@ -11,7 +11,7 @@ ADMIN_PASSWORD = "a-long-test-password-1"  # the site_admin fixture's
 
 
 @pytest.mark.django_db(transaction=True)
-def test_configure_enqueue_work_and_see_the_users(client, site_admin, simulator):
+def test_configure_enqueue_work_and_see_the_users(client, site_admin, simulator, connection_form):
     info = simulator.info
     assert client.login(username="admin@acme.test", password=ADMIN_PASSWORD)
 
@@ -21,14 +21,16 @@ def test_configure_enqueue_work_and_see_the_users(client, site_admin, simulator)
 
     response = client.post(
         reverse("dynamics_crm:integration"),
-        {
-            "organization_uri": info["organization_uri"],
-            "tenant_id": info["tenant_id"],
-            "client_id": info["client_id"],
-            "client_secret": info["client_secret"],
-            "authority_host": info["authority_host"],
-            "sync_frequency": "daily",
-        },
+        connection_form(
+            **{
+                "organization_uri": info["organization_uri"],
+                "tenant_id": info["tenant_id"],
+                "client_id": info["client_id"],
+                "client_secret": info["client_secret"],
+                "authority_host": info["authority_host"],
+                "sync_frequency": "daily",
+            }
+        ),
     )
     assert response.status_code == 302, response.content.decode()[:2000]
     run = SyncRun.objects.get(company=site_admin.company)

@@ -23,6 +23,7 @@ def test_the_design_notes_record_maps_to_a_disabled_person():
         "city": "",
         "country": "US",
         "employee_id": "",
+        "department": "",  # the record came without annotations
     }
     assert mapped.entra_object_id is None
     assert mapped.is_enabled is False  # "isdisabled": true
@@ -72,3 +73,10 @@ def test_text_is_cleaned_of_control_and_direction_characters_and_truncated():
     assert len(clean_text("x" * 10_000, 256)) == 256
     assert clean_text(None, 10) == ""
     assert clean_text(42, 10) == "42"
+
+
+def test_a_lookup_maps_to_its_formatted_name_never_its_id():
+    annotated = record(
+        **{"_businessunitid_value@OData.Community.Display.V1.FormattedValue": "Sales"}
+    )
+    assert map_systemuser(annotated).fields["department"] == "Sales"

@@ -15,9 +15,13 @@ from learnexa.dynamics_crm.models import SyncChange, SyncRun
 from learnexa.dynamics_crm.sync import SyncAlreadyRunning, execute_run
 
 
-def sync(setting, **kwargs) -> SyncRun:
+def sync(setting, *, full=False, dry_run=False, **kwargs) -> SyncRun:
     run = SyncRun.objects.create(
-        setting=setting, company=setting.company, trigger=SyncRun.Trigger.COMMAND_LINE
+        setting=setting,
+        company=setting.company,
+        trigger=SyncRun.Trigger.COMMAND_LINE,
+        full=full,
+        dry_run=dry_run,
     )
     return execute_run(run, **kwargs)
 
@@ -92,7 +96,7 @@ def test_paging_across_several_pages_gives_the_same_table(settings, setting, sim
 def test_a_re_run_with_no_change_writes_no_user_row(setting):
     first = sync(setting)
     with CaptureQueriesContext(connection) as queries:
-        second = sync(setting)
+        second = sync(setting, full=True)
 
     assert second.status == SyncRun.Status.SUCCEEDED, second.error
     assert second.unchanged == first.created
@@ -187,7 +191,9 @@ def test_a_site_admin_disabled_in_dynamics_stays_able_to_sign_in(setting, simula
 
     site_admin.refresh_from_db()
     assert site_admin.is_active
-    assert "never deactivated by a sync" in run.changes.get(user=site_admin).reason
+    assert run.changes.filter(
+        user=site_admin, reason__contains="never deactivated by a sync"
+    ).exists()
 
 
 @pytest.mark.django_db

@@ -55,18 +55,22 @@ def test_the_secret_is_never_rendered_back(admin_client, setting, simulator):
 
 
 @pytest.mark.django_db
-def test_saving_without_a_new_secret_keeps_the_old_one(admin_client, setting, simulator):
+def test_saving_without_a_new_secret_keeps_the_old_one(
+    admin_client, setting, simulator, connection_form
+):
     info = simulator.info
     response = admin_client.post(
         reverse("dynamics_crm:integration"),
-        {
-            "organization_uri": info["organization_uri"],
-            "tenant_id": info["tenant_id"],
-            "client_id": info["client_id"],
-            "client_secret": "",
-            "authority_host": info["authority_host"],
-            "sync_frequency": "weekly",
-        },
+        connection_form(
+            **{
+                "organization_uri": info["organization_uri"],
+                "tenant_id": info["tenant_id"],
+                "client_id": info["client_id"],
+                "client_secret": "",
+                "authority_host": info["authority_host"],
+                "sync_frequency": "weekly",
+            }
+        ),
     )
     assert response.status_code == 302
     setting.refresh_from_db()
@@ -74,21 +78,23 @@ def test_saving_without_a_new_secret_keeps_the_old_one(admin_client, setting, si
 
 
 @pytest.mark.django_db
-def test_a_foreign_or_plain_http_organization_is_refused_in_the_form(admin_client):
+def test_a_foreign_or_plain_http_organization_is_refused_in_the_form(admin_client, connection_form):
     for uri, message in [
         ("http://contoso.crm.dynamics.com", "must start with https://"),
         ("https://contoso.example.com", "is not a Microsoft Dynamics 365 host"),
     ]:
         response = admin_client.post(
             reverse("dynamics_crm:integration"),
-            {
-                "organization_uri": uri,
-                "tenant_id": "contoso.onmicrosoft.com",
-                "client_id": "d0835aea-3d68-462f-91a7-38edbbe4ab6f",
-                "client_secret": "x",
-                "authority_host": "https://login.microsoftonline.com",
-                "sync_frequency": "weekly",
-            },
+            connection_form(
+                **{
+                    "organization_uri": uri,
+                    "tenant_id": "contoso.onmicrosoft.com",
+                    "client_id": "d0835aea-3d68-462f-91a7-38edbbe4ab6f",
+                    "client_secret": "x",
+                    "authority_host": "https://login.microsoftonline.com",
+                    "sync_frequency": "weekly",
+                }
+            ),
         )
         assert response.status_code == 200
         assert message in response.content.decode()
@@ -96,17 +102,19 @@ def test_a_foreign_or_plain_http_organization_is_refused_in_the_form(admin_clien
 
 
 @pytest.mark.django_db
-def test_bad_tenant_and_client_ids_say_where_to_find_the_right_ones(admin_client):
+def test_bad_tenant_and_client_ids_say_where_to_find_the_right_ones(admin_client, connection_form):
     response = admin_client.post(
         reverse("dynamics_crm:integration"),
-        {
-            "organization_uri": "https://contoso.crm.dynamics.com",
-            "tenant_id": "not a tenant",
-            "client_id": "12345",
-            "client_secret": "x",
-            "authority_host": "https://login.microsoftonline.com",
-            "sync_frequency": "weekly",
-        },
+        connection_form(
+            **{
+                "organization_uri": "https://contoso.crm.dynamics.com",
+                "tenant_id": "not a tenant",
+                "client_id": "12345",
+                "client_secret": "x",
+                "authority_host": "https://login.microsoftonline.com",
+                "sync_frequency": "weekly",
+            }
+        ),
     )
     page = response.content.decode()
     assert "Directory (tenant) ID" in page and "Application (client) ID" in page
@@ -144,3 +152,77 @@ def test_posts_without_a_csrf_token_are_refused(site_admin, setting):
     client.force_login(site_admin)
     assert client.post(reverse("dynamics_crm:sync_now")).status_code == 403
     assert not SyncRun.objects.exists()
+
+
+@pytest.mark.django_db
+def test_sync_dry_run_and_full_resync_buttons_queue_the_right_runs(admin_client, setting):
+    for kind, full, dry in [("sync", False, False), ("dry_run", True, True)]:
+        response = admin_client.post(reverse("dynamics_crm:sync_now"), {"kind": kind})
+        assert response.status_code == 302
+        run = SyncRun.objects.filter(company=setting.company).order_by("-id").first()
+        assert (run.full, run.dry_run) == (full, dry)
+    # A full resync upgrades the sync already queued instead of queueing a second one.
+    admin_client.post(reverse("dynamics_crm:sync_now"), {"kind": "full"})
+    assert SyncRun.objects.filter(company=setting.company, dry_run=False).get().full
+
+
+@pytest.mark.django_db
+def test_held_deactivations_are_approved_from_the_runs_page(admin_client, setting, site_admin):
+    from learnexa.dynamics_crm.models import SyncChange
+
+    learner = User.objects.create(
+        company=setting.company,
+        email="leaver@acme.test",
+        dynamics_systemuser_id="9025bbf4-3430-4d0c-bfcf-16f0bf7fbc80",
+    )
+    run = SyncRun.objects.create(
+        setting=setting,
+        company=setting.company,
+        trigger="manual",
+        status="succeeded",
+        hold="held",
+        held=1,
+    )
+    SyncChange.objects.create(
+        run=run,
+        user=learner,
+        email=learner.email,
+        action="deactivated",
+        pending=True,
+        reason="Deleted in Dynamics.",
+    )
+
+    page = admin_client.get(reverse("dynamics_crm:run_detail", args=[run.pk])).content.decode()
+    assert "1 deactivations are held" in page and "leaver@acme.test" in page
+
+    admin_client.post(reverse("dynamics_crm:decide_held", args=[run.pk]), {"decision": "approve"})
+
+    learner.refresh_from_db()
+    run.refresh_from_db()
+    assert not learner.is_active and learner.deactivated_by_sync_at
+    assert run.hold == "approved" and run.hold_decided_by == site_admin
+
+
+@pytest.mark.django_db
+def test_the_changes_export_as_csv_with_formulas_defused(admin_client, setting):
+    from learnexa.dynamics_crm.models import SyncChange
+
+    run = SyncRun.objects.create(setting=setting, company=setting.company, trigger="manual")
+    SyncChange.objects.create(
+        run=run,
+        email="a@acme.test",
+        action="updated",
+        fields={"job_title": ["Old", "=HYPERLINK(1)"]},
+    )
+    SyncChange.objects.create(
+        run=run, email="b@acme.test", action="skipped", reason="No primary email."
+    )
+
+    response = admin_client.get(reverse("dynamics_crm:run_changes_csv", args=[run.pk]))
+
+    body = b"".join(response.streaming_content).decode()
+    lines = body.strip().splitlines()
+    assert lines[0] == "action,pending,email,dynamics_systemuser_id,fields,reason"
+    assert len(lines) == 3
+    assert "job_title: Old -> =HYPERLINK(1)" in body  # inside the cell, not at its start
+    assert setting.client_secret() not in body

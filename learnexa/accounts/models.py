@@ -62,6 +62,7 @@ class User(AbstractBaseUser):
     city = models.CharField(max_length=128, blank=True)
     country = models.CharField(max_length=128, blank=True)
     employee_id = models.CharField(max_length=100, blank=True)
+    department = models.CharField(max_length=160, blank=True)
     is_active = models.BooleanField(default=True)
     is_site_admin = models.BooleanField(default=False)
     created_source = models.CharField(

@@ -24,6 +24,7 @@ from .credentials import AuthenticationError, TokenProvider
 logger = logging.getLogger(__name__)
 
 API_VERSION = "v9.2"
+FORMATTED_VALUE = "OData.Community.Display.V1.FormattedValue"
 MAX_PAGE_SIZE = 5000
 TRANSIENT_STATUSES = {500, 502, 503, 504}
 
@@ -31,14 +32,23 @@ TRANSIENT_STATUSES = {500, 502, 503, 504}
 class DataverseError(Exception):
     """A request to Dataverse failed; the message says what happened and what to fix."""
 
-    def __init__(self, message: str, *, status: int | None = None, code: str = ""):
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str = "", retryable: bool = False
+    ):
         super().__init__(message)
         self.status = status
         self.code = code
+        # Worth trying again later by itself (throttling, an outage), as opposed to a
+        # problem an admin must fix.
+        self.retryable = retryable
 
 
 class DataverseThrottled(DataverseError):
     pass
+
+
+class DeltaExpired(DataverseError):
+    """The delta token is too old (or unknown): Dataverse asks for a full sync."""
 
 
 @dataclass
@@ -46,6 +56,23 @@ class Page:
     records: list[dict]
     next_link: str | None
     url: str
+    delta_link: str | None = None
+
+    @property
+    def deleted_ids(self) -> list[str]:
+        """Ids of the $deletedEntity rows of a delta page."""
+        return [
+            r["id"]
+            for r in self.records
+            if r.get("reason") == "deleted"
+            and "id" in r
+            and str(r.get("@odata.context", "")).endswith("$deletedEntity")
+        ]
+
+    @property
+    def rows(self) -> list[dict]:
+        """The page's records, without $deletedEntity rows."""
+        return [r for r in self.records if not (r.get("reason") == "deleted" and "id" in r)]
 
 
 class DataverseClient:
@@ -58,6 +85,7 @@ class DataverseClient:
         timeout: float = 60.0,
         max_retries: int = 4,
         max_throttle_wait: float = 300.0,
+        backoff_seconds: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
     ):
@@ -67,6 +95,7 @@ class DataverseClient:
         self.page_size = max(1, min(page_size, MAX_PAGE_SIZE))
         self.max_retries = max_retries
         self.max_throttle_wait = max_throttle_wait
+        self.backoff_seconds = backoff_seconds
         self.sleep = sleep
         self.requests = 0
         self.throttle_wait_seconds = 0.0
@@ -104,13 +133,21 @@ class DataverseClient:
             query += f"&$filter={quote(filter, safe='')}"
         return f"{self.api_root}/{entity_set}?{query}"
 
-    def pages(self, url: str) -> Iterator[Page]:
+    def pages(self, url: str, *, track_changes: bool = False) -> Iterator[Page]:
         """Yield each page of a collection, following @odata.nextLink unchanged.
 
-        `url` is a collection URL, or a nextLink kept from an earlier run to resume from.
+        `url` is a collection URL, a delta link, or a nextLink kept from an earlier run to
+        resume from. With `track_changes`, the last page carries the delta link for the
+        next read.
         """
+        prefer = [
+            f"odata.maxpagesize={self.page_size}",
+            f'odata.include-annotations="{FORMATTED_VALUE}"',
+        ]
+        if track_changes or "$deltatoken=" in url:
+            prefer.append("odata.track-changes")
         while url:
-            body = self.get(url, prefer=f"odata.maxpagesize={self.page_size}")
+            body = self.get(url, prefer=",".join(prefer))
             records = body.get("value")
             if not isinstance(records, list):
                 raise DataverseError(
@@ -118,8 +155,21 @@ class DataverseClient:
                     "a Dataverse collection."
                 )
             next_link = body.get("@odata.nextLink")
-            yield Page(records=records, next_link=next_link, url=url)
+            yield Page(
+                records=records,
+                next_link=next_link,
+                url=url,
+                delta_link=body.get("@odata.deltaLink"),
+            )
             url = next_link
+
+    def change_tracking_enabled(self, logical_name: str) -> bool:
+        body = self.get(
+            f"{self.api_root}/EntityDefinitions?$select=LogicalName,ChangeTrackingEnabled"
+            f"&$filter=LogicalName%20eq%20'{logical_name}'"
+        )
+        rows = body.get("value") or [{}]
+        return rows[0].get("ChangeTrackingEnabled") is True
 
     def whoami(self) -> dict:
         return self.get(f"{self.api_root}/WhoAmI")
@@ -145,7 +195,7 @@ class DataverseClient:
             except httpx.TransportError as exc:
                 attempt += 1
                 if attempt > self.max_retries:
-                    raise DataverseError(self._network_advice(exc)) from exc
+                    raise DataverseError(self._network_advice(exc), retryable=True) from exc
                 self._backoff(attempt, f"{type(exc).__name__} from {self.origin}")
                 continue
 
@@ -179,13 +229,14 @@ class DataverseClient:
                 f"Dynamics said: {message or 'Too Many Requests'}",
                 status=429,
                 code=code,
+                retryable=True,
             )
         logger.info("Dynamics throttled the request; waiting %.1f s as Retry-After asks", wait)
         self.throttle_wait_seconds += wait
         self.sleep(wait)
 
     def _backoff(self, attempt: int, why: str) -> None:
-        delay = min(30.0, 2 ** (attempt - 1)) * (0.5 + random.random())
+        delay = min(30.0, self.backoff_seconds * 2 ** (attempt - 1)) * (0.5 + random.random())
         logger.info(
             "%s; retrying in %.1f s (attempt %d of %d)", why, delay, attempt, self.max_retries
         )
@@ -245,7 +296,14 @@ class DataverseClient:
         else:
             text = f"Dynamics refused the request with HTTP {status}."
         cls = DataverseThrottled if status == 429 else DataverseError
-        return cls(text + said, status=status, code=code)
+        if "perform a full sync" in message or code == "0x80044352":
+            cls = DeltaExpired
+        return cls(
+            text + said,
+            status=status,
+            code=code,
+            retryable=status == 429 or status in TRANSIENT_STATUSES,
+        )
 
 
 def error_body(response: httpx.Response) -> tuple[str, str]:

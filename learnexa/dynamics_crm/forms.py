@@ -19,21 +19,64 @@ class ConnectionForm(forms.ModelForm):
 
     class Meta:
         model = DynamicsCrmSetting
-        fields = ["organization_uri", "tenant_id", "client_id", "authority_host", "sync_frequency"]
+        fields = [
+            "organization_uri",
+            "tenant_id",
+            "client_id",
+            "authority_host",
+            "sync_frequency",
+            "sync_time",
+            "sync_weekday",
+            "sync_monthday",
+            "full_sync_interval_days",
+            "create_users",
+            "deactivate_missing",
+            "deactivation_limit_count",
+            "deactivation_limit_percent",
+            "send_welcome_email",
+        ]
         labels = {
             "organization_uri": "Organization URI",
             "tenant_id": "Azure tenant ID",
             "client_id": "Client ID",
             "authority_host": "Authority host",
             "sync_frequency": "Sync automatically",
+            "sync_time": "At (the company's time zone)",
+            "sync_weekday": "On (weekly)",
+            "sync_monthday": "On day of the month (monthly)",
+            "full_sync_interval_days": "Full reconciliation every (days)",
+            "create_users": "Create users for people new in Dynamics",
+            "deactivate_missing": "Deactivate users deleted in Dynamics or out of scope",
+            "deactivation_limit_count": "Hold deactivations above this many users",
+            "deactivation_limit_percent": "…or above this share of users from Dynamics (%)",
+            "send_welcome_email": "Send a welcome email to users the sync creates",
         }
         help_texts = {
             "organization_uri": "Your environment's address, e.g. https://contoso.crm.dynamics.com.",
             "tenant_id": "Directory (tenant) ID from the app registration's Overview page.",
             "client_id": "Application (client) ID from the app registration's Overview page.",
             "authority_host": "Change only for a national cloud.",
+            "sync_time": "Hourly syncs run at this minute past the hour.",
+            "full_sync_interval_days": "Between these, scheduled syncs read only the changes.",
+            "deactivation_limit_count": "A run that would deactivate more waits for your approval.",
         }
         widgets = {
+            "sync_time": forms.TimeInput(attrs={"type": "time"}),
+            "sync_weekday": forms.Select(
+                choices=list(
+                    enumerate(
+                        [
+                            "Monday",
+                            "Tuesday",
+                            "Wednesday",
+                            "Thursday",
+                            "Friday",
+                            "Saturday",
+                            "Sunday",
+                        ]
+                    )
+                )
+            ),
             "organization_uri": forms.URLInput(
                 attrs={"placeholder": "https://contoso.crm.dynamics.com"}
             ),
@@ -51,5 +94,14 @@ class ConnectionForm(forms.ModelForm):
         if self.cleaned_data.get("client_secret"):
             setting.set_client_secret(self.cleaned_data["client_secret"])
         if commit:
-            setting.save()
+            setting.schedule_next()
+            # Only what the form owns: a sync may be updating its own state meanwhile.
+            owned = [
+                *self.Meta.fields,
+                "client_secret_encrypted",
+                "client_secret_set_at",
+                "next_sync_at",
+                "updated_at",
+            ]
+            setting.save(update_fields=owned if setting.pk else None)
         return setting

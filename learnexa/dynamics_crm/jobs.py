@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from datetime import timedelta
 
 from django.db import transaction
@@ -31,18 +32,38 @@ def sync_company(run_id: int) -> dict:
         logger.info("Sync %s waits for the running sync of %s", run.pk, run.company.slug)
         _enqueue(run, delay=WAIT_BEHIND_RUNNING_SYNC)
         return {"run": run.pk, "status": "waiting"}
+    if run.will_retry:
+        retry(run)
     return run.summary()
 
 
-def enqueue_sync(setting: DynamicsCrmSetting, trigger: str) -> SyncRun:
-    """Queue a sync of the company, unless one is queued already; return the queued run."""
+def enqueue_sync(
+    setting: DynamicsCrmSetting, trigger: str, *, full: bool = False, dry_run: bool = False
+) -> SyncRun:
+    """Queue a sync of the company, unless the same kind is queued already; return it."""
     with transaction.atomic():
-        queued = setting.runs.filter(status=SyncRun.Status.QUEUED).first()
+        queued = setting.runs.filter(status=SyncRun.Status.QUEUED, dry_run=dry_run).first()
         if queued is not None:
+            if full and not queued.full:
+                SyncRun.objects.filter(pk=queued.pk).update(full=True)
             return queued
-        run = SyncRun.objects.create(setting=setting, company=setting.company, trigger=trigger)
+        run = SyncRun.objects.create(
+            setting=setting, company=setting.company, trigger=trigger, full=full, dry_run=dry_run
+        )
         transaction.on_commit(lambda: _enqueue(run))
     return run
+
+
+def retry(run: SyncRun) -> None:
+    """Queue a run that failed on something transient again, later; it resumes from its
+    checkpoint. The wait grows with each attempt, with jitter so that many companies
+    throttled together don't come back together."""
+    delay = timedelta(minutes=2**run.attempt) * (0.75 + random.random() / 2)
+    SyncRun.objects.filter(pk=run.pk).update(
+        status=SyncRun.Status.QUEUED, attempt=run.attempt + 1, finished_at=None
+    )
+    logger.info("Sync %s failed on something transient; retrying in %s", run.pk, delay)
+    _enqueue(run, delay=delay)
 
 
 def resume(run: SyncRun) -> None:

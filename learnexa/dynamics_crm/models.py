@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import timedelta
+from datetime import time, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -66,12 +67,8 @@ class DynamicsCrmSetting(models.Model):
         WEEKLY = "weekly", "Every week"
         MONTHLY = "monthly", "Every month"
 
-    INTERVALS = {
-        Frequency.HOURLY: timedelta(hours=1),
-        Frequency.DAILY: timedelta(days=1),
-        Frequency.WEEKLY: timedelta(weeks=1),
-        Frequency.MONTHLY: timedelta(days=30),
-    }
+    # After this many failed runs in a row the schedule pauses and the site admins are told.
+    MAX_CONSECUTIVE_FAILURES = 5
 
     company = models.OneToOneField(
         Company, on_delete=models.CASCADE, related_name="dynamics_crm_setting"
@@ -90,10 +87,45 @@ class DynamicsCrmSetting(models.Model):
     last_error = models.TextField(blank=True)
     last_sync_at = models.DateTimeField(null=True, blank=True)
 
+    # -- schedule: at a time of day in the company's time zone
     sync_frequency = models.CharField(
         max_length=16, choices=Frequency.choices, default=Frequency.WEEKLY
     )
+    sync_time = models.TimeField(default=time(2, 0))
+    sync_weekday = models.PositiveSmallIntegerField(
+        default=0, validators=[MaxValueValidator(6)], help_text="0 = Monday"
+    )
+    sync_monthday = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(28)]
+    )
     next_sync_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    schedule_paused = models.BooleanField(default=False)
+    consecutive_failures = models.PositiveSmallIntegerField(default=0)
+    # A full reconciliation at least this often, whatever the schedule's delta syncs find.
+    full_sync_interval_days = models.PositiveSmallIntegerField(
+        default=7, validators=[MinValueValidator(1)]
+    )
+
+    # -- lifecycle
+    create_users = models.BooleanField(default=True)
+    deactivate_missing = models.BooleanField(
+        default=True,
+        help_text="Deactivate users who were deleted in Dynamics or left the sync's scope.",
+    )
+    send_welcome_email = models.BooleanField(default=False)
+    deactivation_limit_count = models.PositiveIntegerField(default=20)
+    deactivation_limit_percent = models.PositiveSmallIntegerField(
+        default=10, validators=[MaxValueValidator(100)]
+    )
+    # user field → {"column", "fallback", "policy", "clear"}; empty means the defaults.
+    field_mapping = models.JSONField(default=dict, blank=True)
+
+    # -- change tracking
+    delta_link = models.TextField(blank=True, editable=False)
+    # What the delta link was read with; when the mapping changes, the next sync is full.
+    delta_fingerprint = models.CharField(max_length=64, blank=True, editable=False)
+    change_tracking = models.BooleanField(null=True, editable=False)
+    last_full_sync_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     # The lease: one sync per company at a time, across any number of workers. A worker
     # holds it while it renews it; if the worker dies, it expires and another may take over.
@@ -132,8 +164,28 @@ class DynamicsCrmSetting(models.Model):
     # -- schedule -----------------------------------------------------------------------
 
     def schedule_next(self, after=None) -> None:
-        interval = self.INTERVALS.get(self.sync_frequency)
-        self.next_sync_at = (after or timezone.now()) + interval if interval else None
+        from .schedule import next_run_at
+
+        self.next_sync_at = next_run_at(self, after or timezone.now())
+
+    def needs_full_sync(self, now=None) -> str:
+        """Why the next sync must read everything, or "" if a delta will do."""
+        from .mapping import Mapping
+
+        now = now or timezone.now()
+        if not self.delta_link:
+            return "No earlier sync to continue from."
+        if self.delta_fingerprint != Mapping.for_setting(self).fingerprint:
+            return "The field mapping changed."
+        if not self.last_full_sync_at or now - self.last_full_sync_at > timedelta(
+            days=self.full_sync_interval_days
+        ):
+            return f"The periodic full reconciliation (every {self.full_sync_interval_days} days) is due."
+        return ""
+
+    def forget_delta(self) -> None:
+        type(self).objects.filter(pk=self.pk).update(delta_link="", delta_fingerprint="")
+        self.delta_link = self.delta_fingerprint = ""
 
     # -- lease --------------------------------------------------------------------------
 
@@ -180,6 +232,21 @@ class SyncRun(models.Model):
         MANUAL = "manual", "Started by an admin"
         SCHEDULE = "schedule", "Schedule"
         COMMAND_LINE = "command_line", "Command line"
+        LOOKUP = "lookup", "One person"
+
+    class Mode(models.TextChoices):
+        FULL = "full", "Full reconciliation"
+        DELTA = "delta", "Changes since the last sync"
+
+    class Hold(models.TextChoices):
+        NONE = "", "Nothing held"
+        HELD = "held", "Deactivations held for approval"
+        APPROVED = "approved", "Held deactivations approved"
+        REJECTED = "rejected", "Held deactivations rejected"
+        SUPERSEDED = "superseded", "Held deactivations superseded by a later full sync"
+
+    # Attempts at a run that fails on something transient (throttling, an outage).
+    MAX_ATTEMPTS = 3
 
     COUNTERS = (
         "created",
@@ -187,6 +254,7 @@ class SyncRun(models.Model):
         "unchanged",
         "deactivated",
         "reactivated",
+        "held",
         "skipped",
         "failed",
     )
@@ -194,6 +262,11 @@ class SyncRun(models.Model):
     setting = models.ForeignKey(DynamicsCrmSetting, on_delete=models.CASCADE, related_name="runs")
     company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="sync_runs")
     trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    full = models.BooleanField(default=False, help_text="Asked for a full reconciliation.")
+    mode = models.CharField(max_length=8, choices=Mode.choices, blank=True)
+    mode_reason = models.CharField(max_length=200, blank=True)
+    dry_run = models.BooleanField(default=False)
+    attempt = models.PositiveSmallIntegerField(default=1)
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
     )
@@ -211,9 +284,20 @@ class SyncRun(models.Model):
     unchanged = models.PositiveIntegerField(default=0)
     deactivated = models.PositiveIntegerField(default=0)
     reactivated = models.PositiveIntegerField(default=0)
+    held = models.PositiveIntegerField(default=0)
     skipped = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
+    throttle_wait_seconds = models.FloatField(default=0)
     error = models.TextField(blank=True)
+    hold = models.CharField(max_length=12, choices=Hold.choices, blank=True, default="")
+    hold_decided_by = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # The read's end: set once every page was read, so "missing" can be trusted; then the
+    # deactivations are settled (applied, or held for an admin) once.
+    read_complete = models.BooleanField(default=False)
+    settled = models.BooleanField(default=False)
+    new_delta_link = models.TextField(blank=True, editable=False)
     # The checkpoint: the next page to read. A run that stopped half-way (its worker died)
     # resumes here instead of starting over; pages already applied stay applied.
     next_page_url = models.TextField(blank=True, editable=False)
@@ -243,9 +327,12 @@ class SyncRun(models.Model):
             "trigger": self.trigger,
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "mode": self.mode,
+            "dry_run": self.dry_run,
             "pages": self.pages,
             "records": self.records,
             "requests": self.requests,
+            "throttle_wait_seconds": round(self.throttle_wait_seconds, 1),
             **{name: getattr(self, name) for name in self.COUNTERS},
             "error": self.error,
         }
@@ -272,9 +359,30 @@ class SyncChange(models.Model):
     # {"field": [before, after], ...}
     fields = models.JSONField(default=dict, blank=True)
     reason = models.CharField(max_length=500, blank=True)
+    # A deactivation waits until the read is complete and the run's total is within the
+    # company's limits; held ones wait for an admin.
+    pending = models.BooleanField(default=False)
 
     class Meta:
         indexes = [models.Index(fields=["run", "action"])]
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} {self.email or self.systemuser_id}"
+
+
+class SeenRecord(models.Model):
+    """A Dynamics record a full run has read. After a complete read, the linked users whose
+    record wasn't seen are the ones deleted in Dynamics or out of scope. Kept in the
+    database, not in memory, so that a resumed run still knows what it read."""
+
+    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="+")
+    record_id = models.UUIDField()
+
+    class Meta:
+        db_table = "dynamics_crm_seen_records"
+        constraints = [
+            models.UniqueConstraint(fields=["run", "record_id"], name="seen_once_per_run")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.record_id} seen by sync {self.run_id}"

@@ -1,4 +1,4 @@
-"""Which companies are due a sync, and which runs were left behind by a dead worker.
+"""When each company's next sync is due, which companies are due now, and housekeeping.
 
 `learnexa scheduler` calls `tick()`; any number of copies may run: each due company is
 claimed with a conditional update, so only one copy enqueues it.
@@ -7,7 +7,10 @@ claimed with a conditional update, so only one copy enqueues it.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -15,13 +18,50 @@ from .jobs import enqueue_sync, resume
 from .models import DynamicsCrmSetting, SyncRun
 
 logger = logging.getLogger(__name__)
+Frequency = DynamicsCrmSetting.Frequency
+
+
+def next_run_at(setting: DynamicsCrmSetting, after: datetime) -> datetime | None:
+    """The first moment after `after` that the company's schedule names, in its time zone."""
+    if setting.sync_frequency == Frequency.OFF:
+        return None
+    try:
+        zone = ZoneInfo(setting.company.time_zone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    local = after.astimezone(zone)
+    at = setting.sync_time
+    if setting.sync_frequency == Frequency.HOURLY:
+        candidate = local.replace(minute=at.minute, second=0, microsecond=0)
+        step = timedelta(hours=1)
+    else:
+        candidate = local.replace(hour=at.hour, minute=at.minute, second=0, microsecond=0)
+        step = timedelta(days=1)
+        if setting.sync_frequency == Frequency.WEEKLY:
+            candidate += timedelta(days=(setting.sync_weekday - candidate.weekday()) % 7)
+            step = timedelta(weeks=1)
+        elif setting.sync_frequency == Frequency.MONTHLY:
+            candidate = candidate.replace(day=setting.sync_monthday)
+            if candidate <= local:
+                year, month = divmod(candidate.month, 12)
+                candidate = candidate.replace(year=candidate.year + year, month=month + 1)
+            return _aware(candidate, zone)
+    while candidate <= local:
+        candidate += step
+    return _aware(candidate, zone)
+
+
+def _aware(local: datetime, zone: ZoneInfo) -> datetime:
+    # Arithmetic on a zoneinfo datetime keeps the wall time across daylight-saving changes;
+    # the offset is worked out afresh for the result.
+    return local.replace(tzinfo=zone).astimezone(UTC)
 
 
 def enqueue_due(now=None) -> list[SyncRun]:
     now = now or timezone.now()
     runs = []
-    due = DynamicsCrmSetting.objects.filter(next_sync_at__lte=now).exclude(
-        sync_frequency=DynamicsCrmSetting.Frequency.OFF
+    due = DynamicsCrmSetting.objects.filter(next_sync_at__lte=now, schedule_paused=False).exclude(
+        sync_frequency=Frequency.OFF
     )
     for setting in due.select_related("company"):
         previous = setting.next_sync_at
@@ -52,8 +92,18 @@ def resume_abandoned(now=None) -> list[SyncRun]:
     return resumed
 
 
+def prune_history(now=None) -> int:
+    """Forget finished runs older than LEARNEXA_SYNC_HISTORY_DAYS, with their changes."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=settings.LEARNEXA_SYNC_HISTORY_DAYS)
+    old = SyncRun.objects.filter(finished_at__lt=cutoff).exclude(hold=SyncRun.Hold.HELD)
+    deleted, _ = old.delete()
+    return deleted
+
+
 def tick(now=None) -> dict:
     return {
         "enqueued": [r.pk for r in enqueue_due(now)],
         "resumed": [r.pk for r in resume_abandoned(now)],
+        "pruned": prune_history(now),
     }

@@ -1,10 +1,15 @@
 """The sync engine, top to bottom the way data flows:
 
-    fetch a page → map → match → plan → apply → record
+    fetch a page → map → match → plan → apply → record, page after page; then settle
 
-Each page is planned with two queries (users by linked id, users by email) and applied in
-one transaction with bulk statements, so the work per page is constant however large the
-company, and a run that stops half-way leaves whole pages behind, never half of one.
+Each page is planned with three queries (users by linked id, by Entra object id, by email)
+and applied in one transaction with bulk statements, so the work per page is constant
+however large the company, and a run that stops half-way leaves whole pages behind, never
+half of one, with a checkpoint to resume from.
+
+Deactivations wait until the read is complete: only then is "missing from Dynamics" known,
+and only then is the run's total compared with the company's limits, above which they are
+held for an admin instead of applied.
 """
 
 from __future__ import annotations
@@ -13,22 +18,30 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
+from urllib.parse import quote
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.db.models.functions import Lower
 from django.utils import timezone
 
 from learnexa.accounts.models import Company, User
 
+from . import notifications
 from .credentials import AuthenticationError, TokenProvider
-from .dataverse import DataverseClient, DataverseError
-from .mapping import SYNCED_FIELDS, SYSTEMUSER_COLUMNS, MappedRecord, map_systemuser
-from .models import DynamicsCrmSetting, SyncChange, SyncRun
+from .dataverse import DataverseClient, DataverseError, DeltaExpired, Page
+from .mapping import MappedRecord, Mapping, Policy
+from .models import DynamicsCrmSetting, SeenRecord, SyncChange, SyncRun
 
 logger = logging.getLogger(__name__)
 
 Action = SyncChange.Action
+MISSING_REASON = "No longer in Dynamics (deleted, or out of the sync's scope)."
+# Where change tracking is off, changes are polled on modifiedon, overlapping the last read
+# by this much so that a change saved while it ran is not missed.
+POLL_OVERLAP = timedelta(minutes=10)
 
 
 class SyncAlreadyRunning(Exception):
@@ -50,36 +63,53 @@ class Plan:
     def record(
         self,
         action: str,
-        mapped: MappedRecord,
+        mapped: MappedRecord | None,
         user: User | None = None,
         *,
         fields: dict | None = None,
         reason: str = "",
+        pending: bool = False,
+        count: bool = True,
     ) -> None:
-        self.counts[action] += 1
+        if count:
+            self.counts[action] += 1
         self.changes.append(
             SyncChange(
                 user=user,
-                systemuser_id=mapped.systemuser_id,
-                email=mapped.email[:254],
+                systemuser_id=mapped.systemuser_id if mapped else user.dynamics_systemuser_id,
+                email=(mapped.email if mapped else user.email)[:254],
                 action=action,
                 fields=fields or {},
                 reason=reason[:500],
+                pending=pending,
             )
         )
+
+    def deactivate(self, user: User, mapped: MappedRecord | None, reason: str) -> None:
+        if user.is_site_admin:
+            self.record(
+                Action.SKIPPED,
+                mapped,
+                user,
+                reason=f"{reason} Left active: a site admin "
+                "is never deactivated by a sync; deactivate them by hand if needed.",
+            )
+        else:
+            # Counted when settled: applied, or held.
+            self.record(Action.DEACTIVATED, mapped, user, reason=reason, pending=True, count=False)
 
 
 # -- fetch ------------------------------------------------------------------------------
 
 
 def open_client(setting: DynamicsCrmSetting, **options) -> DataverseClient:
-    from django.conf import settings
-
     return DataverseClient(
         setting.organization_uri,
         TokenProvider(setting),
         page_size=settings.LEARNEXA_DYNAMICS_PAGE_SIZE,
         timeout=settings.LEARNEXA_DYNAMICS_TIMEOUT,
+        max_throttle_wait=settings.LEARNEXA_DYNAMICS_MAX_THROTTLE_WAIT,
+        backoff_seconds=settings.LEARNEXA_DYNAMICS_BACKOFF_SECONDS,
         **options,
     )
 
@@ -89,25 +119,40 @@ def open_client(setting: DynamicsCrmSetting, **options) -> DataverseClient:
 
 def _match_candidates(company: Company, records: list[MappedRecord]):
     ids = [r.systemuser_id for r in records if r.systemuser_id]
+    entra_ids = [r.entra_object_id for r in records if r.entra_object_id]
     emails = list({r.email_key for r in records if r.email_key})
-    by_id = {
-        u.dynamics_systemuser_id: u
-        for u in User.objects.filter(company=company, dynamics_systemuser_id__in=ids)
-    }
+    users = User.objects.filter(company=company)
+    by_id = {u.dynamics_systemuser_id: u for u in users.filter(dynamics_systemuser_id__in=ids)}
+    by_entra = {}
+    if entra_ids:
+        for u in users.filter(entra_object_id__in=entra_ids):
+            by_entra[u.entra_object_id] = by_id.get(u.dynamics_systemuser_id, u)
     by_email = {
-        u.email.lower(): u
-        for u in User.objects.filter(company=company)
-        .annotate(email_lower=Lower("email"))
-        .filter(email_lower__in=emails)
+        u.email.lower(): by_id.get(u.dynamics_systemuser_id, u)
+        for u in users.annotate(email_lower=Lower("email")).filter(email_lower__in=emails)
     }
-    return by_id, by_email
+    return by_id, by_entra, by_email
 
 
-def plan_changes(company: Company, records: list[MappedRecord], now=None) -> Plan:
-    """Decide, for each record of a page, what happens to the platform's users."""
+def plan_changes(
+    company: Company,
+    records: list[MappedRecord],
+    mapping: Mapping,
+    *,
+    create_users: bool = True,
+    now=None,
+) -> Plan:
+    """Decide, for each record of a page, what happens to the platform's users.
+
+    Matching, in order: the linked Dynamics user, the Entra object id, the email
+    (case-insensitively). When two Dynamics users share an email, the first in Dynamics'
+    order (by primary key, whatever the paging) keeps it and the other is reported for the
+    admin; nobody is duplicated or merged.
+    """
     now = now or timezone.now()
     plan = Plan()
-    by_id, by_email = _match_candidates(company, records)
+    by_id, by_entra, by_email = _match_candidates(company, records)
+    claimed: set[int] = set()
     planned_emails: set[str] = set()
 
     for mapped in records:
@@ -115,7 +160,9 @@ def plan_changes(company: Company, records: list[MappedRecord], now=None) -> Pla
             plan.record(Action.SKIPPED, mapped, reason=mapped.skip_reason)
             continue
 
-        user = by_id.get(mapped.systemuser_id)
+        user = by_id.get(mapped.systemuser_id) or (
+            by_entra.get(mapped.entra_object_id) if mapped.entra_object_id else None
+        )
         if user is None:
             user = by_email.get(mapped.email_key)
             if user is not None and user.dynamics_systemuser_id not in (None, mapped.systemuser_id):
@@ -123,37 +170,42 @@ def plan_changes(company: Company, records: list[MappedRecord], now=None) -> Pla
                     Action.SKIPPED,
                     mapped,
                     user,
-                    reason=f"Another Dynamics user ({user.dynamics_systemuser_id}) with the same "
-                    "email is already linked to this platform user. Give each person their "
-                    "own email in Dynamics.",
+                    reason=(
+                        f"This email belongs to a platform user linked to another Dynamics user "
+                        f"({user.dynamics_systemuser_id}); two Dynamics users share it. Give each "
+                        "person their own email in Dynamics."
+                    ),
                 )
                 continue
+
+        if user is not None and user.pk in claimed:
+            plan.record(
+                Action.SKIPPED,
+                mapped,
+                user,
+                reason=("Another Dynamics user in this sync matched the same platform user."),
+            )
+            continue
 
         if user is None:
             if not mapped.is_enabled:
                 plan.record(Action.SKIPPED, mapped, reason="Disabled in Dynamics; not created.")
+            elif not create_users:
+                plan.record(Action.SKIPPED, mapped, reason="Creating users is switched off.")
             elif mapped.email_key in planned_emails:
                 plan.record(
                     Action.SKIPPED,
                     mapped,
-                    reason="Another Dynamics user with the same email comes first in this sync.",
+                    reason=("Another Dynamics user with the same email comes first in this sync."),
                 )
             else:
                 planned_emails.add(mapped.email_key)
                 _plan_create(plan, company, mapped, now)
             continue
 
-        if mapped.email_key in planned_emails:
-            # Two records resolved to one user (one by id, one by email): the first wins.
-            plan.record(
-                Action.SKIPPED,
-                mapped,
-                user,
-                reason="Another Dynamics user with the same email comes first in this sync.",
-            )
-            continue
+        claimed.add(user.pk)
         planned_emails.add(mapped.email_key)
-        _plan_update(plan, user, mapped, by_email, now)
+        _plan_update(plan, user, mapped, mapping, by_email, now)
     return plan
 
 
@@ -175,85 +227,79 @@ def _plan_create(plan: Plan, company: Company, mapped: MappedRecord, now) -> Non
     )
 
 
-def _plan_update(plan: Plan, user: User, mapped: MappedRecord, by_email: dict, now) -> None:
-    diff: dict[str, list] = {}
-    notes: list[str] = []
-    wanted = {"email": mapped.email, **mapped.fields}
-    for name in SYNCED_FIELDS:
-        new = wanted[name]
-        old = getattr(user, name)
-        # An empty value in Dynamics never wipes what the platform knows.
-        if new and new != old:
-            if name == "email":
-                holder = by_email.get(mapped.email_key)
-                if holder is not None and holder.pk != user.pk:
-                    notes.append(f"Email not changed: {new} belongs to another platform user.")
-                    continue
-            diff[name] = [old, new]
-    if user.dynamics_systemuser_id != mapped.systemuser_id:
-        diff["dynamics_systemuser_id"] = [
-            str(user.dynamics_systemuser_id) if user.dynamics_systemuser_id else None,
-            str(mapped.systemuser_id),
-        ]
-    if mapped.entra_object_id and user.entra_object_id != mapped.entra_object_id:
-        diff["entra_object_id"] = [
-            str(user.entra_object_id) if user.entra_object_id else None,
-            str(mapped.entra_object_id),
-        ]
+def _field_diff(user: User, mapped: MappedRecord, mapping: Mapping) -> dict[str, list]:
+    diff = {}
+    for rule in mapping.rules:
+        new, old = mapped.fields.get(rule.field, ""), getattr(user, rule.field)
+        if rule.policy == Policy.ON_CREATE or (rule.policy == Policy.IF_EMPTY and old):
+            continue
+        if (new and new != old) or (not new and old and rule.clear):
+            diff[rule.field] = [old, new]
+    return diff
+
+
+def _plan_update(
+    plan: Plan, user: User, mapped: MappedRecord, mapping: Mapping, by_email: dict, now
+) -> None:
+    diff = _field_diff(user, mapped, mapping)
+    notes = []
+    if mapped.email != user.email:
+        holder = by_email.get(mapped.email_key)
+        if holder is not None and holder.pk != user.pk:
+            notes.append(f"Email not changed: {mapped.email} belongs to another platform user.")
+        else:
+            diff["email"] = [user.email, mapped.email]
+    for name, value in (
+        ("dynamics_systemuser_id", mapped.systemuser_id),
+        ("entra_object_id", mapped.entra_object_id),
+    ):
+        if value and getattr(user, name) != value:
+            old = getattr(user, name)
+            diff[name] = [str(old) if old else None, str(value)]
 
     action = Action.UPDATED
-    if not mapped.is_enabled and user.is_active:
-        if user.is_site_admin:
-            notes.append(
-                "Disabled in Dynamics, but left active: a site admin is never "
-                "deactivated by a sync. Deactivate them by hand if needed."
-            )
-        else:
-            diff["is_active"] = [True, False]
-            diff["deactivated_by_sync_at"] = [None, now.isoformat()]
-            action = Action.DEACTIVATED
-    elif mapped.is_enabled and not user.is_active and user.deactivated_by_sync_at:
+    if mapped.is_enabled and not user.is_active and user.deactivated_by_sync_at:
+        # Only the users a sync deactivated; an admin's own suspension stays.
         diff["is_active"] = [False, True]
-        diff["deactivated_by_sync_at"] = [user.deactivated_by_sync_at.isoformat(), None]
         action = Action.REACTIVATED
 
-    if not diff:
-        plan.counts[Action.SKIPPED if notes else "unchanged"] += 1
-        if notes:
-            plan.changes.append(
-                SyncChange(
-                    user=user,
-                    systemuser_id=mapped.systemuser_id,
-                    email=mapped.email[:254],
-                    action=Action.SKIPPED,
-                    reason=" ".join(notes)[:500],
-                )
-            )
-        return
+    if diff:
+        for name, (_, new) in diff.items():
+            if name == "is_active":
+                user.is_active, user.deactivated_by_sync_at = True, None
+            elif name == "dynamics_systemuser_id":
+                user.dynamics_systemuser_id = mapped.systemuser_id
+            elif name == "entra_object_id":
+                user.entra_object_id = mapped.entra_object_id
+            else:
+                setattr(user, name, new)
+        fields = sorted({*diff} | ({"deactivated_by_sync_at"} if "is_active" in diff else set()))
+        user.updated_at = now
+        plan.updates.setdefault(tuple(fields), []).append(user)
+        plan.record(action, mapped, user, fields=diff, reason=" ".join(notes))
+    elif notes:
+        plan.record(Action.SKIPPED, mapped, user, reason=" ".join(notes))
 
-    for name, (_, new) in diff.items():
-        if name == "deactivated_by_sync_at":
-            user.deactivated_by_sync_at = now if new else None
-        elif name in ("dynamics_systemuser_id", "entra_object_id"):
-            setattr(
-                user,
-                name,
-                mapped.systemuser_id
-                if name == "dynamics_systemuser_id"
-                else mapped.entra_object_id,
-            )
-        else:
-            setattr(user, name, new)
-    user.updated_at = now
-    plan.updates.setdefault(tuple(sorted(diff)), []).append(user)
-    plan.record(action, mapped, user, fields=diff, reason=" ".join(notes))
+    if not mapped.is_enabled and user.is_active:
+        plan.deactivate(user, mapped, "Disabled in Dynamics.")
+    elif not diff and not notes:
+        plan.counts["unchanged"] += 1
+
+
+def plan_deletions(plan: Plan, company: Company, record_ids: list[str]) -> None:
+    """Users linked to records a delta reports deleted."""
+    linked = User.objects.filter(
+        company=company, dynamics_systemuser_id__in=record_ids, is_active=True
+    )
+    for user in linked:
+        plan.deactivate(user, None, "Deleted in Dynamics.")
 
 
 # -- apply and record -------------------------------------------------------------------
 
 
 def apply_plan(
-    run: SyncRun, plan: Plan, *, records: int, next_page_url: str | None, requests: int
+    run: SyncRun, plan: Plan, page: Page, *, seen: list, requests: int, throttle_wait: float
 ) -> None:
     """Write one page's plan and the run's progress in one transaction."""
     with transaction.atomic():
@@ -262,26 +308,145 @@ def apply_plan(
                 "This sync lost its lease (it stalled for too long) and another sync of the "
                 "company took over; this one stopped without writing its last page."
             )
-        if plan.creates:
-            User.objects.bulk_create(plan.creates, batch_size=500)
-        for fields, users in plan.updates.items():
-            User.objects.bulk_update(users, [*fields, "updated_at"], batch_size=500)
-        if plan.changes:
-            for change in plan.changes:
-                change.run = run
-                change.user_id = change.user.pk if change.user else None
-            SyncChange.objects.bulk_create(plan.changes, batch_size=1000)
-        counters = {
-            name: F(name) + plan.counts[name] for name in SyncRun.COUNTERS if plan.counts[name]
-        }
+        if not run.dry_run:
+            if plan.creates:
+                User.objects.bulk_create(plan.creates, batch_size=500)
+            for fields, users in plan.updates.items():
+                User.objects.bulk_update(users, [*fields, "updated_at"], batch_size=500)
+        if seen:
+            SeenRecord.objects.bulk_create(
+                [SeenRecord(run=run, record_id=i) for i in seen],
+                batch_size=2000,
+                ignore_conflicts=True,
+            )
+        for change in plan.changes:
+            change.run = run
+            if change.user is not None and change.user.pk is None:
+                change.user = None  # a dry run's would-be user
+        SyncChange.objects.bulk_create(plan.changes, batch_size=1000)
+        counters = {n: F(n) + plan.counts[n] for n in SyncRun.COUNTERS if plan.counts[n]}
         SyncRun.objects.filter(pk=run.pk).update(
             pages=F("pages") + 1,
-            records=F("records") + records,
+            records=F("records") + len(page.records),
             requests=requests,
-            next_page_url=next_page_url or "",
+            throttle_wait_seconds=throttle_wait,
+            next_page_url=page.next_link or "",
+            read_complete=not page.next_link,
+            new_delta_link=page.delta_link or F("new_delta_link"),
             **counters,
         )
-    run.refresh_from_db(fields=["pages", "records", "requests", "next_page_url", *SyncRun.COUNTERS])
+        if plan.creates and not run.dry_run and run.setting.send_welcome_email:
+            users = list(plan.creates)
+            transaction.on_commit(lambda: notifications.welcome(users))
+    run.refresh_from_db(
+        fields=[
+            "pages",
+            "records",
+            "requests",
+            "throttle_wait_seconds",
+            "next_page_url",
+            "read_complete",
+            "new_delta_link",
+            *SyncRun.COUNTERS,
+        ]
+    )
+
+
+# -- settle: what a complete read decides -----------------------------------------------
+
+
+def _plan_missing(run: SyncRun) -> None:
+    """After a complete full read: linked users whose record wasn't read are deactivated."""
+    seen = SeenRecord.objects.filter(run=run, record_id=OuterRef("dynamics_systemuser_id"))
+    missing = (
+        User.objects.filter(
+            company=run.company, dynamics_systemuser_id__isnull=False, is_active=True
+        )
+        .exclude(Exists(seen))
+        .order_by("pk")
+    )
+    plan = Plan()
+    for user in missing.iterator(chunk_size=2000):
+        plan.deactivate(user, None, MISSING_REASON)
+    for change in plan.changes:
+        change.run, change.user_id = run, change.user.pk
+    SyncChange.objects.bulk_create(plan.changes, batch_size=1000)
+    SyncRun.objects.filter(pk=run.pk).update(skipped=F("skipped") + plan.counts[Action.SKIPPED])
+    SeenRecord.objects.filter(run=run).delete()
+
+
+def exceeds_limits(setting: DynamicsCrmSetting, count: int) -> bool:
+    synced = User.objects.filter(
+        company=setting.company, dynamics_systemuser_id__isnull=False, is_active=True
+    ).count()
+    return count > setting.deactivation_limit_count or (
+        count * 100 > setting.deactivation_limit_percent * max(synced, 1)
+    )
+
+
+def _settle(run: SyncRun, *, full: bool) -> None:
+    setting = run.setting
+    with transaction.atomic():
+        if SyncRun.objects.filter(pk=run.pk, settled=True).exists():
+            return  # a resumed run that had settled before it stopped
+        if full and setting.deactivate_missing:
+            _plan_missing(run)
+        else:
+            SeenRecord.objects.filter(run=run).delete()
+        if full and not run.dry_run:
+            # A full read re-decides everything: older holds are out of date.
+            for older in SyncRun.objects.filter(
+                company=run.company, hold=SyncRun.Hold.HELD
+            ).exclude(pk=run.pk):
+                older.changes.filter(pending=True).update(
+                    pending=False, action=Action.SKIPPED, reason=f"Superseded by sync {run.pk}."
+                )
+                SyncRun.objects.filter(pk=older.pk).update(hold=SyncRun.Hold.SUPERSEDED)
+        pending = run.changes.filter(pending=True, action=Action.DEACTIVATED)
+        count = pending.count()
+        update = {"settled": True}
+        if run.dry_run:
+            update["deactivated"] = count  # what would happen
+        elif count and exceeds_limits(setting, count):
+            update.update(hold=SyncRun.Hold.HELD, held=count)
+            transaction.on_commit(lambda: notifications.deactivations_held(run, count))
+        elif count:
+            update["deactivated"] = F("deactivated") + apply_deactivations(pending)
+        SyncRun.objects.filter(pk=run.pk).update(**update)
+    run.refresh_from_db()
+
+
+def apply_deactivations(changes) -> int:
+    now = timezone.now()
+    user_ids = list(changes.values_list("user_id", flat=True))
+    done = 0
+    for start in range(0, len(user_ids), 500):
+        done += User.objects.filter(
+            pk__in=user_ids[start : start + 500], is_active=True, is_site_admin=False
+        ).update(is_active=False, deactivated_by_sync_at=now, updated_at=now)
+    changes.update(pending=False)
+    return done
+
+
+def decide_held(run: SyncRun, *, approve: bool, by: User) -> int:
+    """An admin's decision on a run's held deactivations; returns how many were applied."""
+    with transaction.atomic():
+        run = SyncRun.objects.select_for_update().get(pk=run.pk)
+        if run.hold != SyncRun.Hold.HELD:
+            return 0
+        pending = run.changes.filter(pending=True, action=Action.DEACTIVATED)
+        done = 0
+        if approve:
+            done = apply_deactivations(pending)
+            run.deactivated += done
+        else:
+            pending.update(
+                pending=False, action=Action.SKIPPED, reason=f"Deactivation rejected by {by.email}."
+            )
+        run.hold = SyncRun.Hold.APPROVED if approve else SyncRun.Hold.REJECTED
+        run.hold_decided_by = by
+        run.save(update_fields=["hold", "hold_decided_by", "deactivated"])
+    return done
 
 
 # -- a whole run ------------------------------------------------------------------------
@@ -298,63 +463,160 @@ def execute_run(
     Raises SyncAlreadyRunning, without touching the run, if another run holds the lease.
     Any other failure is recorded on the run and its settings, which say what to fix.
     """
-    setting = run.setting
+    # The settings as they are now, not as the caller loaded them.
+    run.setting = setting = DynamicsCrmSetting.objects.select_related("company").get(
+        pk=run.setting_id
+    )
     if not setting.acquire_lease(run.lease_owner):
         raise SyncAlreadyRunning(f"A sync of {run.company} is already running.")
+    run.retryable = run.will_retry = False
     try:
         run.status = SyncRun.Status.RUNNING
         run.started_at = run.started_at or timezone.now()
+        run.finished_at = None
         run.error = ""
-        run.save(update_fields=["status", "started_at", "error"])
+        run.save(update_fields=["status", "started_at", "finished_at", "error"])
         try:
             client = client or open_client(setting)
             with client:
-                _sync_pages(run, client, progress)
+                _run(run, client, progress)
         except (AuthenticationError, DataverseError, LeaseLost) as exc:
-            _finish(run, error=str(exc))
+            run.retryable = getattr(exc, "retryable", False)
+            finish_run(run, error=str(exc))
         except Exception as exc:
             logger.exception("Sync %s of %s failed unexpectedly", run.pk, run.company)
-            _finish(
+            finish_run(
                 run,
                 error=f"The sync stopped on an unexpected error ({type(exc).__name__}); "
                 "it has been logged for the operators.",
             )
         else:
-            _finish(run)
+            finish_run(run)
     finally:
         setting.release_lease(run.lease_owner)
     return run
 
 
-def _sync_pages(run: SyncRun, client: DataverseClient, progress) -> None:
-    company = run.company
-    start = run.next_page_url or client.collection_url("systemusers", select=SYSTEMUSER_COLUMNS)
-    base_requests = run.requests if run.next_page_url else 0
-    for page in client.pages(start):
-        mapped = [map_systemuser(record) for record in page.records]
-        plan = plan_changes(company, mapped)
-        apply_plan(
-            run,
-            plan,
-            records=len(page.records),
-            next_page_url=page.next_link,
-            requests=base_requests + client.requests,
+def _choose_mode(run: SyncRun) -> None:
+    reason = "Asked for a full reconciliation." if run.full else run.setting.needs_full_sync()
+    run.mode = SyncRun.Mode.FULL if reason else SyncRun.Mode.DELTA
+    run.mode_reason = reason or "Changes since the last sync."
+    run.save(update_fields=["mode", "mode_reason"])
+
+
+def _run(run: SyncRun, client: DataverseClient, progress) -> None:
+    setting = run.setting
+    mapping = Mapping.for_setting(setting)
+    resuming = bool(run.next_page_url) or run.read_complete
+    if not resuming:
+        _choose_mode(run)
+    base_requests, base_wait = run.requests, run.throttle_wait_seconds
+
+    def read(url: str, *, full: bool, track_changes: bool = False) -> None:
+        for page in client.pages(url, track_changes=track_changes):
+            rows = page.rows
+            mapped = [mapping.map(r) for r in rows]
+            plan = plan_changes(run.company, mapped, mapping, create_users=setting.create_users)
+            if page.deleted_ids:
+                plan_deletions(plan, run.company, page.deleted_ids)
+            seen = [m.systemuser_id for m in mapped if m.systemuser_id] if full else []
+            apply_plan(
+                run,
+                plan,
+                page,
+                seen=seen,
+                requests=base_requests + client.requests,
+                throttle_wait=base_wait + client.throttle_wait_seconds,
+            )
+            if progress:
+                progress(run)
+
+    if run.mode == SyncRun.Mode.DELTA and not run.read_complete:
+        try:
+            read(run.next_page_url or setting.delta_link, full=False)
+        except DeltaExpired:
+            run.mode, run.mode_reason = (
+                SyncRun.Mode.FULL,
+                ("Dynamics no longer holds the changes since the last sync; reading everything."),
+            )
+            run.next_page_url = ""
+            run.save(update_fields=["mode", "mode_reason", "next_page_url"])
+            setting.forget_delta()
+
+    if run.mode == SyncRun.Mode.FULL and not run.read_complete:
+        url = run.next_page_url
+        if not url:
+            setting.change_tracking = client.change_tracking_enabled("systemuser")
+            setting.save(update_fields=["change_tracking"])
+            url = client.collection_url("systemusers", select=mapping.columns)
+        read(url, full=True, track_changes=bool(setting.change_tracking))
+
+    _settle(run, full=run.mode == SyncRun.Mode.FULL)
+    if not run.dry_run:
+        _keep_delta(run, client, mapping)
+
+
+def _keep_delta(run: SyncRun, client: DataverseClient, mapping: Mapping) -> None:
+    """Where the next delta sync starts: Dataverse's delta link, or a modifiedon poll."""
+    setting = run.setting
+    if setting.change_tracking and run.new_delta_link:
+        setting.delta_link = run.new_delta_link
+    else:
+        since = (run.started_at - POLL_OVERLAP).strftime("%Y-%m-%dT%H:%M:%SZ")
+        setting.delta_link = client.collection_url(
+            "systemusers", select=mapping.columns, filter=f"modifiedon ge {since}"
         )
-        if progress:
-            progress(run)
+    setting.delta_fingerprint = mapping.fingerprint
+    update = ["delta_link", "delta_fingerprint"]
+    if run.mode == SyncRun.Mode.FULL:
+        setting.last_full_sync_at = run.started_at
+        update.append("last_full_sync_at")
+    setting.save(update_fields=update)
 
 
-def _finish(run: SyncRun, *, error: str = "") -> None:
+def finish_run(run: SyncRun, *, error: str = "") -> None:
     now = timezone.now()
     run.status = SyncRun.Status.FAILED if error else SyncRun.Status.SUCCEEDED
     run.error = error
     run.finished_at = now
     run.save(update_fields=["status", "error", "finished_at"])
-    setting = run.setting
+    setting = DynamicsCrmSetting.objects.get(pk=run.setting_id)
+    run.setting = setting
+    if run.dry_run and not error:
+        return
     setting.status = setting.Status.ERROR if error else setting.Status.OK
     setting.last_error = error
     setting.last_sync_at = now
-    setting.save(update_fields=["status", "last_error", "last_sync_at", "updated_at"])
+    # A transient failure of a background run is retried from its checkpoint; only a run
+    # that won't be retried counts as failed.
+    run.will_retry = (
+        bool(error)
+        and run.retryable
+        and run.attempt < SyncRun.MAX_ATTEMPTS
+        and (run.trigger not in (SyncRun.Trigger.COMMAND_LINE, SyncRun.Trigger.LOOKUP))
+    )
+    if error and not run.will_retry:
+        setting.consecutive_failures += 1
+        if (
+            setting.consecutive_failures >= setting.MAX_CONSECUTIVE_FAILURES
+            and not setting.schedule_paused
+        ):
+            setting.schedule_paused = True
+            transaction.on_commit(lambda: notifications.schedule_paused(setting))
+        else:
+            transaction.on_commit(lambda: notifications.run_failed(run))
+    elif not error:
+        setting.consecutive_failures = 0
+    setting.save(
+        update_fields=[
+            "status",
+            "last_error",
+            "last_sync_at",
+            "consecutive_failures",
+            "schedule_paused",
+            "updated_at",
+        ]
+    )
     log = logger.warning if error else logger.info
     log(
         "Sync %s of %s %s: %s",
@@ -363,3 +625,8 @@ def _finish(run: SyncRun, *, error: str = "") -> None:
         run.status,
         error or ", ".join(f"{n} {getattr(run, n)}" for n in SyncRun.COUNTERS),
     )
+
+
+def odata_string(value: str) -> str:
+    """A string literal for $filter: quotes doubled, then percent-encoded for the URL."""
+    return quote("'" + value.replace("'", "''") + "'", safe="")

@@ -6,6 +6,10 @@ app_name = "dynamics_crm"
 urlpatterns = [
     path("", views.integration, name="integration"),
     path("sync/", views.sync_now, name="sync_now"),
+    path("lookup/", views.lookup, name="lookup"),
+    path("schedule/resume/", views.resume_schedule, name="resume_schedule"),
     path("runs/<int:run_id>/", views.run_detail, name="run_detail"),
     path("runs/<int:run_id>/status/", views.run_status, name="run_status"),
+    path("runs/<int:run_id>/changes.csv", views.run_changes_csv, name="run_changes_csv"),
+    path("runs/<int:run_id>/held/", views.decide_held, name="decide_held"),
 ]

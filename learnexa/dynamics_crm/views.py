@@ -1,42 +1,47 @@
 from __future__ import annotations
 
+import csv
+
 from django.contrib import messages
 from django.core.exceptions import ImproperlyConfigured
-from django.http import JsonResponse
+from django.http import JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from learnexa.manage_site.access import site_admin_required
 
+from . import sync
 from .forms import ConnectionForm
 from .jobs import enqueue_sync
-from .models import DynamicsCrmSetting, SyncRun
+from .lookup import lookup_person
+from .models import DynamicsCrmSetting, SyncChange, SyncRun
 
 
-def _setting(request) -> DynamicsCrmSetting | None:
-    return DynamicsCrmSetting.objects.filter(company=request.company).first()
+def _company_run(request, run_id: int) -> SyncRun:
+    return get_object_or_404(SyncRun, pk=run_id, company=request.company)
 
 
 @site_admin_required
 def integration(request):
-    setting = _setting(request) or DynamicsCrmSetting(company=request.company)
+    setting = DynamicsCrmSetting.objects.filter(company=request.company).first()
+    setting = setting or DynamicsCrmSetting(company=request.company)
     form = ConnectionForm(request.POST or None, instance=setting)
     if request.method == "POST" and form.is_valid():
         try:
-            setting = form.save(commit=False)
-            setting.schedule_next()
-            setting.save()
+            setting = form.save()
         except ImproperlyConfigured as exc:
             form.add_error(None, str(exc))
         else:
-            run = enqueue_sync(setting, SyncRun.Trigger.SETTINGS_SAVED)
+            # New settings may change what is read: reconcile everything.
+            run = enqueue_sync(setting, SyncRun.Trigger.SETTINGS_SAVED, full=True)
             messages.success(request, "Saved. A sync of your users has been queued.")
             return redirect("dynamics_crm:run_detail", run_id=run.pk)
-    runs = setting.runs.all()[:10] if setting.pk else []
+    runs = list(setting.runs.all()[:10]) if setting.pk else []
+    held = [run for run in runs if run.hold == SyncRun.Hold.HELD]
     return render(
         request,
         "dynamics_crm/integration.html",
-        {"form": form, "setting": setting if setting.pk else None, "runs": runs},
+        {"form": form, "setting": setting if setting.pk else None, "runs": runs, "held": held},
     )
 
 
@@ -44,25 +49,124 @@ def integration(request):
 @site_admin_required
 def sync_now(request):
     setting = get_object_or_404(DynamicsCrmSetting, company=request.company)
-    run = enqueue_sync(setting, SyncRun.Trigger.MANUAL)
-    messages.success(request, "A sync of your users has been queued.")
+    kind = request.POST.get("kind", "sync")
+    run = enqueue_sync(
+        setting, SyncRun.Trigger.MANUAL, full=kind in ("full", "dry_run"), dry_run=kind == "dry_run"
+    )
+    messages.success(
+        request,
+        {
+            "dry_run": "A dry run has been queued: it works out every change and writes nothing.",
+            "full": "A full resync has been queued.",
+        }.get(kind, "A sync of your users has been queued."),
+    )
     return redirect("dynamics_crm:run_detail", run_id=run.pk)
+
+
+@require_POST
+@site_admin_required
+def resume_schedule(request):
+    setting = get_object_or_404(DynamicsCrmSetting, company=request.company)
+    setting.schedule_paused = False
+    setting.consecutive_failures = 0
+    setting.schedule_next()
+    setting.save(
+        update_fields=["schedule_paused", "consecutive_failures", "next_sync_at", "updated_at"]
+    )
+    messages.success(request, "The schedule is running again.")
+    return redirect("dynamics_crm:integration")
+
+
+@site_admin_required
+def lookup(request):
+    setting = get_object_or_404(DynamicsCrmSetting, company=request.company)
+    email = request.POST.get("email", "").strip() if request.method == "POST" else ""
+    result = None
+    if email:
+        try:
+            result = lookup_person(setting, email, apply=request.POST.get("apply") == "1")
+        except sync.SyncAlreadyRunning as exc:
+            messages.error(request, str(exc))
+    return render(request, "dynamics_crm/lookup.html", {"email": email, "result": result})
 
 
 @site_admin_required
 def run_detail(request, run_id: int):
-    run = get_object_or_404(SyncRun, pk=run_id, company=request.company)
-    changes = run.changes.exclude(action="unchanged").select_related("user")[:200]
+    run = _company_run(request, run_id)
+    changes = run.changes.select_related("user").order_by("-pending", "action", "id")
+    action = request.GET.get("action", "")
+    if action in SyncChange.Action.values:
+        changes = changes.filter(action=action)
     counts = [(name, getattr(run, name)) for name in SyncRun.COUNTERS]
     return render(
-        request, "dynamics_crm/run.html", {"run": run, "changes": changes, "counts": counts}
+        request,
+        "dynamics_crm/run.html",
+        {
+            "run": run,
+            "changes": changes[:500],
+            "counts": counts,
+            "action": action,
+            "actions": SyncChange.Action.choices,
+        },
     )
+
+
+@require_POST
+@site_admin_required
+def decide_held(request, run_id: int):
+    run = _company_run(request, run_id)
+    approve = request.POST.get("decision") == "approve"
+    done = sync.decide_held(run, approve=approve, by=request.user)
+    messages.success(
+        request,
+        f"Approved: {done} users deactivated." if approve else "Rejected: nobody was deactivated.",
+    )
+    return redirect("dynamics_crm:run_detail", run_id=run.pk)
 
 
 @site_admin_required
 def run_status(request, run_id: int):
-    run = get_object_or_404(SyncRun, pk=run_id, company=request.company)
+    run = _company_run(request, run_id)
     data = run.summary()
     data["status_label"] = run.get_status_display()
     data["finished"] = run.is_finished
     return JsonResponse(data)
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+@site_admin_required
+def run_changes_csv(request, run_id: int):
+    run = _company_run(request, run_id)
+    writer = csv.writer(_Echo())
+
+    def rows():
+        yield writer.writerow(
+            ["action", "pending", "email", "dynamics_systemuser_id", "fields", "reason"]
+        )
+        for change in run.changes.order_by("id").iterator(chunk_size=2000):
+            details = "; ".join(
+                f"{k}: {v[0] or ''} -> {v[1] or ''}" for k, v in change.fields.items()
+            )
+            yield writer.writerow(
+                [
+                    change.action,
+                    change.pending,
+                    _safe(change.email),
+                    change.systemuser_id or "",
+                    _safe(details),
+                    _safe(change.reason),
+                ]
+            )
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="dynamics-sync-{run.pk}.csv"'
+    return response
+
+
+def _safe(value: str) -> str:
+    # A cell starting with = + - @ is a formula in a spreadsheet: neutralize it.
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value

@@ -5,6 +5,7 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from learnexa.accounts.management.commands._lookup import company_or_error
+from learnexa.dynamics_crm.lookup import lookup_person
 from learnexa.dynamics_crm.models import DynamicsCrmSetting, SyncRun
 from learnexa.dynamics_crm.sync import SyncAlreadyRunning, execute_run
 
@@ -14,7 +15,10 @@ class Command(BaseCommand):
         "The Dynamics 365 integration from the command line.\n"
         "  dynamics configure COMPANY --organization-uri URI --tenant-id T --client-id C "
         "[--client-secret-stdin] [--authority-host URL]\n"
-        "  dynamics sync COMPANY [--json]: sync now, in the foreground; exits 0 on success."
+        "  dynamics sync COMPANY [--full] [--dry-run] [--json]: sync now, in the foreground; "
+        "exits 0 on success.\n"
+        "  dynamics lookup COMPANY EMAIL [--apply]: find one person in Dynamics by email, show "
+        "what a sync would do to them, and with --apply do it."
     )
 
     def add_arguments(self, parser):
@@ -49,8 +53,23 @@ class Command(BaseCommand):
         sync = sub.add_parser("sync", help="Sync a company's users now, in the foreground.")
         sync.add_argument("company", help="The company's slug.")
         sync.add_argument(
+            "--full",
+            action="store_true",
+            help="Read everything, not only the changes since the last sync.",
+        )
+        sync.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Work out every change and record it, but write nothing.",
+        )
+        sync.add_argument(
             "--json", action="store_true", help="Print the run's summary as one JSON object."
         )
+
+        lookup = sub.add_parser("lookup", help="Look one person up in Dynamics by email.")
+        lookup.add_argument("company", help="The company's slug.")
+        lookup.add_argument("email")
+        lookup.add_argument("--apply", action="store_true", help="Sync this person now.")
 
     def handle(self, *args, action, **options):
         getattr(self, f"handle_{action}")(**options)
@@ -102,15 +121,14 @@ class Command(BaseCommand):
             f"Dynamics 365 for {company.slug}: {setting.organization_uri} (tenant {setting.tenant_id}, client {setting.client_id})."
         )
 
-    def handle_sync(self, *, company, json: bool = False, **options):
-        company = company_or_error(company)
-        setting = DynamicsCrmSetting.objects.filter(company=company).first()
-        if setting is None:
-            raise CommandError(
-                f"{company.slug} isn't connected to Dynamics 365: run `learnexa dynamics configure {company.slug} ...` first."
-            )
+    def handle_sync(self, *, company, full=False, dry_run=False, json: bool = False, **options):
+        setting = _setting_or_error(company)
         run = SyncRun.objects.create(
-            setting=setting, company=company, trigger=SyncRun.Trigger.COMMAND_LINE
+            setting=setting,
+            company=setting.company,
+            trigger=SyncRun.Trigger.COMMAND_LINE,
+            full=full,
+            dry_run=dry_run,
         )
         show_progress = not json and sys.stderr.isatty()
         try:
@@ -129,12 +147,33 @@ class Command(BaseCommand):
         if run.status != SyncRun.Status.SUCCEEDED:
             raise CommandError(run.error.splitlines()[0] if run.error else "The sync failed.")
 
+    def handle_lookup(self, *, company, email, apply=False, **options):
+        setting = _setting_or_error(company)
+        try:
+            result = lookup_person(setting, email, apply=apply)
+        except SyncAlreadyRunning as exc:
+            raise CommandError(str(exc)) from exc
+        for number, step in enumerate(result.steps, 1):
+            self.stdout.write(f"{number}. {step}")
+        if result.error:
+            raise CommandError(result.error.splitlines()[0])
+
     def _progress(self, run: SyncRun) -> None:
         sys.stderr.write(
             f"\rpage {run.pages} · {run.records} records · created {run.created} · updated "
             f"{run.updated} · deactivated {run.deactivated} · skipped {run.skipped}   "
         )
         sys.stderr.flush()
+
+
+def _setting_or_error(slug: str) -> DynamicsCrmSetting:
+    company = company_or_error(slug)
+    setting = DynamicsCrmSetting.objects.filter(company=company).first()
+    if setting is None:
+        raise CommandError(
+            f"{company.slug} isn't connected to Dynamics 365: run `learnexa dynamics configure {company.slug} ...` first."
+        )
+    return setting
 
 
 def json_dumps(value) -> str:

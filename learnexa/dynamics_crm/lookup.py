@@ -1,0 +1,107 @@
+"""One person: look them up in Dynamics by email, show each step, and sync only them.
+
+The design note looked people up with `contains(internalemailaddress, '…')`; but contains is
+SQL LIKE in Dataverse, where `_` and `%` are wildcards, so `a_b@example.com` would also find
+`axb@example.com`. An exact `eq` with the quotes doubled finds exactly that person (string
+comparisons in Dataverse are case-insensitive).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.utils import timezone
+
+from .credentials import AuthenticationError
+from .dataverse import DataverseError, Page
+from .mapping import Mapping
+from .models import DynamicsCrmSetting, SyncRun
+from .sync import (
+    SyncAlreadyRunning,
+    apply_deactivations,
+    apply_plan,
+    finish_run,
+    open_client,
+    plan_changes,
+)
+
+
+@dataclass
+class Lookup:
+    email: str
+    steps: list[str] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)
+    run: SyncRun | None = None
+    error: str = ""
+
+
+def email_filter(email: str) -> str:
+    return "internalemailaddress eq '" + email.strip().replace("'", "''") + "'"
+
+
+def lookup_person(setting: DynamicsCrmSetting, email: str, *, apply: bool = False) -> Lookup:
+    result = Lookup(email=email)
+    mapping = Mapping.for_setting(setting)
+    run = SyncRun(
+        setting=setting,
+        company=setting.company,
+        trigger=SyncRun.Trigger.LOOKUP,
+        dry_run=not apply,
+        mode=SyncRun.Mode.DELTA,
+        mode_reason=f"One person: {email}",
+    )
+    try:
+        with open_client(setting) as client:
+            url = client.collection_url(
+                "systemusers", select=mapping.columns, filter=email_filter(email)
+            )
+            result.steps.append(
+                f"Asked Entra ID for a token and Dynamics for: {email_filter(email)}"
+            )
+            page = next(client.pages(url))
+    except (AuthenticationError, DataverseError) as exc:
+        result.error = str(exc)
+        result.steps.append(f"Failed: {exc}")
+        return result
+    result.records = page.records
+    result.steps.append(f"Dynamics found {len(page.records)} user(s) with that email.")
+    mapped = [mapping.map(record) for record in page.records]
+    plan = plan_changes(setting.company, mapped, mapping, create_users=setting.create_users)
+    for change in plan.changes:
+        detail = ", ".join(f"{k}: {v[0] or '—'} → {v[1] or '—'}" for k, v in change.fields.items())
+        state = " (waits for the run's limits)" if change.pending else ""
+        result.steps.append(
+            f"{change.get_action_display()}{state}: {change.email} {detail} {change.reason}".strip()
+        )
+    if plan.counts["unchanged"]:
+        result.steps.append("Already up to date: nothing to change.")
+    if not apply:
+        return result
+
+    run.started_at = timezone.now()
+    run.save()
+    if not setting.acquire_lease(run.lease_owner):
+        run.delete()
+        raise SyncAlreadyRunning(
+            f"A sync of {setting.company} is running; try again when it has finished."
+        )
+    try:
+        apply_plan(
+            run,
+            plan,
+            Page(records=page.records, next_link=None, url=url),
+            seen=[],
+            requests=client.requests,
+            throttle_wait=client.throttle_wait_seconds,
+        )
+        # One person is not a mass deactivation: their deactivation applies at once.
+        pending = run.changes.filter(pending=True)
+        run.deactivated = apply_deactivations(pending) if pending.exists() else 0
+        run.settled = True
+        run.save(update_fields=["deactivated", "settled"])
+        finish_run(run)
+    finally:
+        setting.release_lease(run.lease_owner)
+    result.run = run
+    result.steps.append(f"Applied as sync {run.pk}.")
+    return result
