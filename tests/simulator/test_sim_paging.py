@@ -185,3 +185,57 @@ def test_top_is_ignored_with_maxpagesize(api):
     body = resp.json()
     assert len(body["value"]) == 10
     assert "@odata.nextLink" in body
+
+
+def test_parallel_paging_while_users_change(sim, ssl_context, token):
+    import threading
+
+    import httpx
+
+    stable = {u["systemuserid"] for u in sim.store.users()}
+    victims = [u["systemuserid"] for u in sim.store.users() if not u["applicationid"]][::25]
+    stable -= set(victims)
+    results: list[set] = []
+    errors: list[BaseException] = []
+
+    def reader():
+        try:
+            with httpx.Client(
+                verify=ssl_context, headers={"Authorization": f"Bearer {token}"}
+            ) as client:
+                url = sim.info["organization_uri"] + "/api/data/v9.2/systemusers?$select=fullname"
+                seen: list[str] = []
+                while url:
+                    body = client.get(url, headers={"Prefer": "odata.maxpagesize=20"}).json()
+                    seen += [r["systemuserid"] for r in body["value"]]
+                    url = body.get("@odata.nextLink")
+                assert len(seen) == len(set(seen))
+                results.append(set(seen))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def writer():
+        for i, uid in enumerate(victims):
+            sim.update_user(uid, jobtitle=f"Role {i}")
+            sim.create_user(firstname="Parallel", lastname=str(i))
+
+    threads = [threading.Thread(target=reader) for _ in range(6)] + [
+        threading.Thread(target=writer)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    assert len(results) == 6
+    for seen in results:
+        assert stable <= seen
+
+
+def test_conditional_get_returns_304(api):
+    uid = "9025bbf4-3430-4d0c-bfcf-16f0bf7fbc80"
+    first = api.get(f"/systemusers({uid})?$select=fullname")
+    etag = first.json()["@odata.etag"]
+    again = api.get(f"/systemusers({uid})?$select=fullname", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    assert api.get(f"/systemusers({uid})", headers={"If-None-Match": "null"}).status_code == 200
