@@ -498,3 +498,64 @@ def test_contacts_and_businessunits(api, sim):
     resp = api.get("/EntityDefinitions?$select=EntitySetName&$filter=ChangeTrackingEnabled eq true")
     assert {r["EntitySetName"] for r in rows(resp)} == {"systemusers", "businessunits", "contacts"}
     assert api.post("/contacts", json={"firstname": "x"}).status_code == 405
+
+
+def test_malformed_requests_never_cause_server_errors(api):
+    import random
+    from urllib.parse import quote
+
+    rng = random.Random(3)
+    options = [
+        "$select",
+        "$filter",
+        "$orderby",
+        "$top",
+        "$count",
+        "$skiptoken",
+        "$deltatoken",
+        "@p1",
+    ]
+    values = [
+        "fullname",
+        "fullname,nope",
+        "",
+        "fullname desc",
+        "fullname sideways",
+        "-1",
+        "abc",
+        "true",
+        "maybe",
+        '<cookie pagenumber="2" pagingcookie="%253c" istracking="False" />',
+        "1!01/01/2020 00:00:00",
+        "zz!",
+        "contains(fullname,'a'",
+        "'",
+        "%",
+        "😀",
+        "((((",
+        "not",
+        "Microsoft.Dynamics.CRM.In(PropertyName='fullname',PropertyValues=[1,)",
+    ]
+    paths = [
+        "systemusers",
+        "systemusers/$count",
+        f"systemusers({DAVID})",
+        "systemusers(nope)",
+        "EntityDefinitions",
+        "EntityDefinitions(LogicalName='x')",
+        "WhoAmI",
+        "nothing",
+    ]
+    statuses = set()
+    for _ in range(150):
+        query = "&".join(
+            f"{quote(rng.choice(options))}={quote(rng.choice(values))}"
+            for _ in range(rng.randint(1, 3))
+        )
+        prefer = rng.choice(["odata.track-changes", "odata.maxpagesize=abc", "odata.maxpagesize=0"])
+        resp = api.get(f"/{rng.choice(paths)}?{query}", headers={"Prefer": prefer})
+        statuses.add(resp.status_code)
+        assert resp.status_code < 500, (resp.request.url, resp.text)
+        if resp.status_code >= 400:
+            assert resp.json()["error"]["message"]
+    assert {200, 400, 404} <= statuses
