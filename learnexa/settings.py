@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.utils.csp import CSP
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -45,6 +46,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -66,6 +68,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.csp",
             ],
         },
     },
@@ -113,9 +116,21 @@ SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
 SECURE_SSL_REDIRECT = HTTPS and envbool("LEARNEXA_SSL_REDIRECT", "true")
 SECURE_HSTS_SECONDS = 31536000 if HTTPS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_HSTS_PRELOAD = HTTPS and envbool("LEARNEXA_HSTS_PRELOAD", "true")
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_X_FORWARDED_PROTO", "https") if envbool("LEARNEXA_BEHIND_PROXY") else None
 )
+# Scripts and style sheets only from here, inline ones only with the page's nonce.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF, CSP.NONCE],
+    "style-src-attr": [CSP.UNSAFE_INLINE],
+    "img-src": [CSP.SELF, "data:"],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "frame-ancestors": [CSP.NONE],
+}
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -127,6 +142,8 @@ TASKS = {
     }
 }
 
+# Email: printed to the console unless LEARNEXA_EMAIL_BACKEND says otherwise; for SMTP set
+# LEARNEXA_EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend and the LEARNEXA_SMTP_*.
 MAILERS = {
     "default": {
         "BACKEND": os.environ.get(
@@ -134,6 +151,14 @@ MAILERS = {
         ),
     }
 }
+if MAILERS["default"]["BACKEND"].endswith("smtp.EmailBackend"):
+    MAILERS["default"]["OPTIONS"] = {
+        "host": os.environ.get("LEARNEXA_SMTP_HOST", "localhost"),
+        "port": int(os.environ.get("LEARNEXA_SMTP_PORT", "587")),
+        "username": os.environ.get("LEARNEXA_SMTP_USER", ""),
+        "password": os.environ.get("LEARNEXA_SMTP_PASSWORD", ""),
+        "use_tls": envbool("LEARNEXA_SMTP_TLS", "true"),
+    }
 DEFAULT_FROM_EMAIL = os.environ.get("LEARNEXA_FROM_EMAIL", "Learnexa <noreply@learnexa.local>")
 
 # --- Dynamics 365 integration -------------------------------------------------------------

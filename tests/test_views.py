@@ -226,3 +226,73 @@ def test_the_changes_export_as_csv_with_formulas_defused(admin_client, setting):
     assert len(lines) == 3
     assert "job_title: Old -> =HYPERLINK(1)" in body  # inside the cell, not at its start
     assert setting.client_secret() not in body
+
+
+@pytest.mark.django_db
+def test_the_users_page_filters_by_status_source_and_link(admin_client, company):
+    User.objects.create(
+        company=company,
+        email="linked@acme.test",
+        created_source="dynamics_crm",
+        dynamics_systemuser_id="9025bbf4-3430-4d0c-bfcf-16f0bf7fbc80",
+    )
+    User.objects.create(company=company, email="gone@acme.test", is_active=False)
+    page = admin_client.get(reverse("manage_site:users"), {"link": "linked"}).content.decode()
+    assert (
+        "linked@acme.test" in page
+        and "gone@acme.test" not in page
+        and "admin@acme.test" not in page
+    )
+    page = admin_client.get(reverse("manage_site:users"), {"status": "inactive"}).content.decode()
+    assert "gone@acme.test" in page and "linked@acme.test" not in page
+    page = admin_client.get(reverse("manage_site:users"), {"q": "GONE"}).content.decode()
+    assert "gone@acme.test" in page and "1 user" in page
+
+
+@pytest.mark.django_db
+def test_a_users_page_shows_the_dynamics_link_and_history_only_within_the_company(
+    admin_client, setting, company
+):
+    from learnexa.dynamics_crm.models import SyncChange
+
+    person = User.objects.create(
+        company=company,
+        email="p@acme.test",
+        dynamics_systemuser_id="9025bbf4-3430-4d0c-bfcf-16f0bf7fbc80",
+    )
+    run = SyncRun.objects.create(
+        setting=setting, company=company, trigger="manual", status="succeeded"
+    )
+    SyncChange.objects.create(
+        run=run, user=person, email=person.email, action="updated", fields={"job_title": ["A", "B"]}
+    )
+
+    page = admin_client.get(reverse("manage_site:user_detail", args=[person.pk])).content.decode()
+    assert "9025bbf4-3430-4d0c-bfcf-16f0bf7fbc80" in page and "job_title: A → B" in page
+    assert "main.aspx?pagetype=entityrecord" in page
+
+    stranger = User.objects.create(
+        company=Company.objects.create(slug="o", name="O"), email="s@o.test"
+    )
+    assert (
+        admin_client.get(reverse("manage_site:user_detail", args=[stranger.pk])).status_code == 404
+    )
+
+
+@pytest.mark.django_db
+def test_the_dashboard_shows_the_integrations_problems(admin_client, setting):
+    SyncRun.objects.create(
+        setting=setting,
+        company=setting.company,
+        trigger="manual",
+        status="succeeded",
+        hold="held",
+        held=30,
+    )
+    type(setting).objects.filter(pk=setting.pk).update(
+        schedule_paused=True, consecutive_failures=5, last_error="The client secret has expired."
+    )
+    page = admin_client.get(reverse("manage_site:dashboard")).content.decode()
+    assert "30 deactivations are waiting for your approval" in page
+    assert "The schedule is paused after 5 failed syncs" in page
+    assert "The client secret has expired." in page

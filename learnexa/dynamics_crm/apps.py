@@ -5,3 +5,8 @@ class DynamicsCrmConfig(AppConfig):
     name = "learnexa.dynamics_crm"
     label = "dynamics_crm"
     verbose_name = "Dynamics 365 integration"
+
+    def ready(self):
+        from . import panels
+
+        panels.register()

@@ -6,4 +6,5 @@ app_name = "manage_site"
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("users/", views.users, name="users"),
+    path("users/<int:user_id>/", views.user_detail, name="user_detail"),
 ]

@@ -1,0 +1,62 @@
+"""What the integration shows on the Manage site dashboard and on a user's page."""
+
+from __future__ import annotations
+
+from learnexa.manage_site.panels import dashboard_panels, user_panels
+
+from .models import DynamicsCrmSetting, SyncChange, SyncRun
+
+
+def dashboard(request):
+    setting = DynamicsCrmSetting.objects.filter(company=request.company).first()
+    if setting is None:
+        return "dynamics_crm/panel_dashboard.html", {"setting": None}
+    runs = list(setting.runs.all()[:20])
+    finished = [r for r in runs if r.is_finished]
+    problems = []
+    if setting.schedule_paused:
+        problems.append(
+            f"The schedule is paused after {setting.consecutive_failures} failed syncs in a row."
+        )
+    if setting.last_error:
+        problems.append(f"The last sync failed: {setting.last_error}")
+    held = [r for r in runs if r.hold == SyncRun.Hold.HELD]
+    for run in held:
+        problems.append(f"{run.held} deactivations are waiting for your approval.")
+    # The chart: created, updated and deactivated per recent run, oldest first.
+    peak = max([r.created + r.updated + r.deactivated for r in finished] + [1])
+    chart = [
+        {"run": r, "height": round(100 * (r.created + r.updated + r.deactivated) / peak)}
+        for r in reversed(finished[:12])
+    ]
+    return "dynamics_crm/panel_dashboard.html", {
+        "setting": setting,
+        "last_run": runs[0] if runs else None,
+        "running": next((r for r in runs if r.status == SyncRun.Status.RUNNING), None),
+        "problems": problems,
+        "held": held,
+        "chart": chart,
+    }
+
+
+def user(request, person):
+    if not person.dynamics_systemuser_id:
+        return None
+    setting = DynamicsCrmSetting.objects.filter(company=request.company).first()
+    changes = (
+        SyncChange.objects.filter(user=person, run__company=request.company)
+        .select_related("run")
+        .order_by("-run__queued_at", "-id")[:50]
+    )
+    record_url = (
+        f"{setting.organization_uri}/main.aspx?pagetype=entityrecord&etn=systemuser"
+        f"&id={person.dynamics_systemuser_id}"
+        if setting
+        else ""
+    )
+    return "dynamics_crm/panel_user.html", {"changes": changes, "record_url": record_url}
+
+
+def register() -> None:
+    dashboard_panels.append(dashboard)
+    user_panels.append(user)

@@ -1,0 +1,15 @@
+"""Places where integrations add to the Manage site pages, so that the core never depends
+on them: each panel is a function returning a template and its context, or None."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+Panel = Callable[..., "tuple[str, dict] | None"]
+
+dashboard_panels: list[Panel] = []
+user_panels: list[Panel] = []
+
+
+def render_panels(panels: list[Panel], *args) -> list[tuple[str, dict]]:
+    return [p for p in (panel(*args) for panel in panels) if p is not None]
