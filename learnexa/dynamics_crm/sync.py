@@ -103,15 +103,14 @@ class Plan:
 
 
 def open_client(setting: DynamicsCrmSetting, **options) -> DataverseClient:
-    return DataverseClient(
-        setting.organization_uri,
-        TokenProvider(setting),
-        page_size=settings.LEARNEXA_DYNAMICS_PAGE_SIZE,
-        timeout=settings.LEARNEXA_DYNAMICS_TIMEOUT,
-        max_throttle_wait=settings.LEARNEXA_DYNAMICS_MAX_THROTTLE_WAIT,
-        backoff_seconds=settings.LEARNEXA_DYNAMICS_BACKOFF_SECONDS,
+    options = {
+        "page_size": settings.LEARNEXA_DYNAMICS_PAGE_SIZE,
+        "timeout": settings.LEARNEXA_DYNAMICS_TIMEOUT,
+        "max_throttle_wait": settings.LEARNEXA_DYNAMICS_MAX_THROTTLE_WAIT,
+        "backoff_seconds": settings.LEARNEXA_DYNAMICS_BACKOFF_SECONDS,
         **options,
-    )
+    }
+    return DataverseClient(setting.organization_uri, TokenProvider(setting), **options)
 
 
 # -- match and plan ---------------------------------------------------------------------

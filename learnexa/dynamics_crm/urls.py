@@ -7,6 +7,7 @@ urlpatterns = [
     path("", views.integration, name="integration"),
     path("sync/", views.sync_now, name="sync_now"),
     path("lookup/", views.lookup, name="lookup"),
+    path("test/", views.check_connection, name="test_connection"),
     path("schedule/resume/", views.resume_schedule, name="resume_schedule"),
     path("runs/<int:run_id>/", views.run_detail, name="run_detail"),
     path("runs/<int:run_id>/status/", views.run_status, name="run_status"),

@@ -13,6 +13,7 @@ from learnexa.manage_site.access import site_admin_required
 from . import sync
 from .forms import ConnectionForm
 from .jobs import enqueue_sync
+from .diagnostics import test_connection
 from .lookup import lookup_person
 from .models import DynamicsCrmSetting, SyncChange, SyncRun
 
@@ -170,3 +171,13 @@ def run_changes_csv(request, run_id: int):
 def _safe(value: str) -> str:
     # A cell starting with = + - @ is a formula in a spreadsheet: neutralize it.
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+@require_POST
+@site_admin_required
+def check_connection(request):
+    setting = get_object_or_404(DynamicsCrmSetting, company=request.company)
+    checks = test_connection(setting)
+    return render(
+        request, "dynamics_crm/test_connection.html", {"checks": checks, "setting": setting}
+    )
