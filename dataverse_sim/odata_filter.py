@@ -320,8 +320,12 @@ class _Parser:
             self.take()
             right = self.parse_primary()
             return BinOp(tok.value, left, right, tok.pos)
-        if tok.kind == "ident" and tok.value.lower() in _CMP_OPS | {"and", "or"}:
-            raise self.error(tok.pos)
+        if (
+            tok.kind == "ident"
+            and tok.value not in ("and", "or")
+            and tok.value.lower() in _CMP_OPS | {"and", "or"}
+        ):
+            raise self.error(tok.pos)  # operators are case-sensitive: 'EQ', 'AND'...
         return left
 
     def parse_primary(self):
@@ -382,6 +386,8 @@ class _Parser:
         return node
 
     def prop(self, name: str, pos: int) -> Prop:
+        if name in self.columns:
+            return Prop(name, self.columns[name], pos)
         if "/" in name or "." in name:
             # navigation paths and casts are not supported by this simulator
             first = name.split("/")[0].split(".")[0]
@@ -488,17 +494,92 @@ class _Parser:
 def _parse_alias_value(raw: str, text: str):
     raw = raw.strip()
     if raw.startswith("["):
-        try:
-            values = json.loads(raw)
-        except ValueError as exc:
-            raise FilterError(f"Syntax error at position 0 in '{raw}'.") from exc
-        if not isinstance(values, list):
-            raise FilterError(f"Syntax error at position 0 in '{raw}'.")
-        return [str(v) for v in values]
+        return _read_json_array(raw)
     toks = _tokenize(raw)
     if len(toks) == 2 and toks[0].kind == "string":
         return toks[0].value
     raise FilterError(f"Syntax error at position 0 in '{raw}'.")
+
+
+_JSON_MISSING_COMMA = (
+    "Invalid JSON. A comma character ',' was expected in scope 'Array'. Every two elements in "
+    "an array and properties of an object must be separated by commas."
+)
+_JSON_OPEN_SCOPE = (
+    "Invalid JSON. An unexpected end of input was found in JSON content. Not all object and "
+    "array scopes were closed."
+)
+_JSON_TRAILING = (
+    "Invalid JSON. More than one value was found at the root of the JSON content. JSON content "
+    "can only have one value at the root level, which is an array, an object or a primitive "
+    "value."
+)
+
+
+def _read_json_array(raw: str) -> list[str]:
+    """Read a parameter alias holding an array of scalars the way ODL's JSON reader does:
+    strings may be quoted with double or single quotes, so an apostrophe inside a
+    single-quoted value ends it early and the reader then misses a comma."""
+    n = len(raw)
+    i = 1
+    values: list[str] = []
+
+    def skip_ws(k: int) -> int:
+        while k < n and raw[k] in _WS:
+            k += 1
+        return k
+
+    i = skip_ws(i)
+    if i < n and raw[i] == "]":
+        i += 1
+    else:
+        while True:
+            i = skip_ws(i)
+            if i >= n:
+                raise FilterError(_JSON_OPEN_SCOPE)
+            quote = raw[i]
+            if quote in "'\"":
+                j = i + 1
+                buf = []
+                while True:
+                    if j >= n:
+                        raise FilterError(_JSON_OPEN_SCOPE)
+                    ch = raw[j]
+                    if ch == "\\" and j + 1 < n:
+                        try:
+                            buf.append(json.loads('"' + raw[j : j + 2] + '"'))
+                        except ValueError as exc:
+                            raise FilterError(f"Syntax error at position 0 in '{raw}'.") from exc
+                        j += 2
+                        continue
+                    if ch == quote:
+                        break
+                    buf.append(ch)
+                    j += 1
+                values.append("".join(buf))
+                i = j + 1
+            else:
+                j = i
+                while j < n and raw[j] not in ",]" and raw[j] not in _WS:
+                    j += 1
+                token = raw[i:j]
+                if not token or not re.fullmatch(r"-?\d+(\.\d+)?([eE][-+]?\d+)?|true|false", token):
+                    raise FilterError(f"Syntax error at position 0 in '{raw}'.")
+                values.append(token)
+                i = j
+            i = skip_ws(i)
+            if i >= n:
+                raise FilterError(_JSON_OPEN_SCOPE)
+            if raw[i] == ",":
+                i += 1
+                continue
+            if raw[i] == "]":
+                i += 1
+                break
+            raise FilterError(_JSON_MISSING_COMMA)
+    if skip_ws(i) < n:
+        raise FilterError(_JSON_TRAILING)
+    return values
 
 
 # ----------------------------------------------------------------------------- compiler

@@ -159,8 +159,9 @@ class Table:
         """A function rendering rows restricted to ``select`` (None = all columns)."""
         if not select:
             return self.render
-        cols = [self.primary_key] + [c for c in select if c != self.primary_key]
-        # keep the caller's order but the key first, as Dataverse does
+        # the caller's order, then the primary key when it was not selected (as in the
+        # documented responses: "@odata.etag", "fullname", "contactid")
+        cols = list(select) if self.primary_key in select else [*select, self.primary_key]
         getters = [(c, self.getter(c)) for c in dict.fromkeys(cols)]
         vi = self.version_index
 

@@ -10,13 +10,14 @@ Dataverse's paging cookies, ``$count`` segments, reads by key and change trackin
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from . import schema
-from .annotations import annotator, wanted
+from .annotations import PICKLISTS, annotator, wanted
 from .data import ORGANIZATION_ID, READ_ONLY_COLUMNS, ROOT_BUSINESS_UNIT_ID, Store, iso
 from .http_util import Response, dumps, odata_error, odata_response, parse_prefer
 from .odata_filter import FilterError, compile_filter
@@ -223,7 +224,8 @@ class WebApi:
             if path in ("", "/"):
                 return self._service_document(api)
             if method == "GET" and path in ("$metadata",):
-                return self._metadata(api)
+                annotations = dict(parse_qsl(raw_query)).get("annotations") == "true"
+                return self._metadata(api, annotations)
             if path in ("WhoAmI", "WhoAmI()"):
                 if method != "GET":
                     raise ApiError(
@@ -253,7 +255,7 @@ class WebApi:
         value.append({"name": "EntityDefinitions", "kind": "EntitySet", "url": "EntityDefinitions"})
         return odata_response(200, {"@odata.context": f"{api}/$metadata", "value": value})
 
-    def _metadata(self, api: str) -> Response:
+    def _metadata(self, api: str, annotations: bool = False) -> Response:
         edm = {
             schema.GUID: "Edm.Guid",
             schema.INT: "Edm.Int32",
@@ -279,10 +281,18 @@ class WebApi:
             parts.append("</EntityType>")
         parts.append('<EntityContainer Name="System">')
         for table in self.store.tables().values():
-            parts.append(
+            entity_set = (
                 f'<EntitySet Name="{table.entity_set}" '
-                f'EntityType="Microsoft.Dynamics.CRM.{table.logical_name}" />'
+                f'EntityType="Microsoft.Dynamics.CRM.{table.logical_name}"'
             )
+            if annotations and self.change_tracking:
+                parts.append(
+                    entity_set + '><Annotation Term="Org.OData.Capabilities.V1.ChangeTracking">'
+                    '<Record><PropertyValue Property="Supported" Bool="true" /></Record>'
+                    "</Annotation></EntitySet>"
+                )
+            else:
+                parts.append(entity_set + " />")
         parts.append("</EntityContainer></Schema></edmx:DataServices></edmx:Edmx>")
         resp = Response(200, "".join(parts).encode(), content_type="application/xml")
         resp.header("OData-Version", "4.0")
@@ -393,6 +403,9 @@ class WebApi:
 
     def _entity_definitions(self, api: str, path: str, raw_query: str) -> Response:
         query = parse_query(raw_query)
+        head, slash, attributes = path.partition("/")
+        if slash:
+            return self._attribute_definitions(api, head, attributes, query)
         select = parse_select(self._META_TYPES, query.options.get("$select"), "EntityMetadata")
         rows = self._entity_metadata()
 
@@ -408,11 +421,17 @@ class WebApi:
             flt = query.options.get("$filter")
             if flt:
                 filter_cols = {k: v for k, v in self._META_TYPES.items() if v != "complex"}
+                # the Value of a managed property, e.g. CanChangeTrackingBeEnabled/Value
+                filter_cols["CanChangeTrackingBeEnabled/Value"] = schema.BOOL
                 try:
                     pred = compile_filter(
                         flt,
                         filter_cols,
-                        lambda c: lambda r, c=c: r[c],
+                        lambda c: (
+                            (lambda r, c=c: r[c.split("/")[0]]["Value"])
+                            if "/" in c
+                            else (lambda r, c=c: r[c])
+                        ),
                         "EntityMetadata",
                         query.aliases,
                     )
@@ -446,6 +465,87 @@ class WebApi:
         body = {"@odata.context": f"{api}/$metadata#EntityDefinitions{context_sel}/$entity"}
         body.update(project(match))
         return odata_response(200, body)
+
+    _PICKLIST_CAST = "Microsoft.Dynamics.CRM.PicklistAttributeMetadata"
+
+    def _attribute_definitions(self, api: str, head: str, rest: str, query: Query) -> Response:
+        """``EntityDefinitions(LogicalName='x')/Attributes/Microsoft.Dynamics.CRM.
+        PicklistAttributeMetadata`` with ``$select=LogicalName`` and ``$expand=OptionSet``:
+        the choice columns of a table and their options (``statecode``/``statuscode`` are
+        State/Status attributes, not picklists)."""
+        key = head[len("EntityDefinitions") :]
+        table = None
+        for candidate in self.store.tables().values():
+            if key == f"(LogicalName='{candidate.logical_name}')":
+                table = candidate
+        if table is None:
+            raise ApiError(404, "0x80040217", f"Could not find entity with key {key[1:-1]}.")
+        if rest != f"Attributes/{self._PICKLIST_CAST}":
+            raise ApiError(404, "0x80060888", f"Resource not found for the segment '{rest}'.")
+        types = {
+            "LogicalName": schema.STRING,
+            "SchemaName": schema.STRING,
+            "MetadataId": schema.GUID,
+        }
+        select = parse_select(types, query.options.get("$select"), "PicklistAttributeMetadata")
+        expand = query.options.get("$expand")
+        if expand not in (None, "OptionSet", "OptionSet($select=Options)"):
+            raise query_error(f"The query parameter $expand value '{expand}' is not supported.")
+        names = [
+            c for c in table.columns if c in PICKLISTS and c not in ("statecode", "statuscode")
+        ]
+
+        def metadata_id(*parts: str) -> str:
+            return str(uuid.uuid5(uuid.NAMESPACE_URL, "/".join((table.logical_name, *parts))))
+
+        def label(text: str, *parts: str) -> dict[str, Any]:
+            localized = {
+                "Label": text,
+                "LanguageCode": 1033,
+                "IsManaged": True,
+                "MetadataId": metadata_id(*parts, "label"),
+                "HasChanged": None,
+            }
+            return {"LocalizedLabels": [localized], "UserLocalizedLabel": dict(localized)}
+
+        values = []
+        for name in names:
+            item: dict[str, Any] = {
+                "LogicalName": name,
+                "SchemaName": name[:1].upper() + name[1:],
+                "MetadataId": metadata_id(name),
+            }
+            if select is not None:
+                item = {c: item[c] for c in (*select, "MetadataId")}
+            if expand is not None:
+                item["OptionSet"] = {
+                    "MetadataId": metadata_id(name, "optionset"),
+                    "Options": [
+                        {
+                            "Value": value,
+                            "Color": None,
+                            "IsManaged": True,
+                            "ExternalValue": "",
+                            "ParentValues": [],
+                            "Tag": None,
+                            "IsHidden": False,
+                            "MetadataId": None,
+                            "HasChanged": None,
+                            "Label": label(text, name, str(value)),
+                            "Description": {"LocalizedLabels": [], "UserLocalizedLabel": None},
+                        }
+                        for value, text in PICKLISTS[name].items()
+                    ],
+                }
+            values.append(item)
+        sel = ",".join(select) if select else ""
+        if expand is not None:
+            sel = f"{sel},OptionSet(Options)" if sel else "OptionSet(Options)"
+        context = (
+            f"{api}/$metadata#EntityDefinitions('{table.logical_name}')/Attributes/"
+            f"{self._PICKLIST_CAST}" + (f"({sel})" if sel else "")
+        )
+        return odata_response(200, {"@odata.context": context, "value": values})
 
     # ------------------------------------------------------------------ entity sets
     def _entity_request(self, method, api, path, raw_query, headers, prefer, claims, body):
@@ -504,7 +604,9 @@ class WebApi:
         query = parse_query(raw_query)
         pred = self._filter(table, query)
         with self.store.lock:
-            if pred is None:
+            if "$deltatoken" in query.options:
+                n = min(self._delta_change_count(table, query.options["$deltatoken"]), COUNT_LIMIT)
+            elif pred is None:
                 n = min(len(table), COUNT_LIMIT)
             else:
                 n = 0
@@ -534,13 +636,14 @@ class WebApi:
                     404, NOT_FOUND, f"{table.logical_name} With Id = {guid} Does Not Exist"
                 )
             etag = table.etag(row)
-            if headers.get("If-None-Match") == etag:
-                resp = Response(304, b"")
+            prefer = parse_prefer(headers.get_all("Prefer") or [])
+            annotations = prefer.get("odata.include-annotations")
+            # annotations may come from related rows, so such a request is never answered 304
+            if headers.get("If-None-Match") == etag and annotations is None:
+                resp = Response(304, b"", content_type="application/json; odata.metadata=minimal")
                 resp.header("ETag", etag)
                 resp.header("OData-Version", "4.0")
                 return resp
-            prefer = parse_prefer(headers.get_all("Prefer") or [])
-            annotations = prefer.get("odata.include-annotations")
             record = self._with_annotations(table, table.renderer(select), annotations)(row)
         sel = f"({','.join(select)})" if select else ""
         body = {"@odata.context": f"{api}/$metadata#{table.entity_set}{sel}/$entity"}
@@ -623,7 +726,8 @@ class WebApi:
                 raise ApiError(400, "0x80040203", str(exc)) from exc
 
         if tracking:
-            applied.append("odata.track-changes")
+            if "odata.track-changes" in prefer:
+                applied.append("odata.track-changes")
             if "$deltatoken" in opts:
                 return self._delta(api, table, query, select, page_size, cookie, applied)
 
@@ -793,9 +897,16 @@ class WebApi:
         return f"{api}/{table.entity_set}?" + "&".join(parts)
 
     # ------------------------------------------------------------------ change tracking
-    def _delta(self, api, table: Table, query: Query, select, page_size, cookie, applied):
+    def _since(self, table: Table, deltatoken: str) -> int:
+        """The version a delta token was issued at (checked for expiry)."""
+        if not self.change_tracking:
+            raise ApiError(
+                400,
+                "0x80060888",
+                f"Change tracking is not enabled for the entity '{table.logical_name}'.",
+            )
         try:
-            since, issued = parse_deltatoken(query.options["$deltatoken"])
+            since, issued = parse_deltatoken(deltatoken)
         except PagingError as exc:
             raise ApiError(400, "0x80060888", str(exc)) from exc
         if self.clock() - issued > self.change_tracking_days * 86400:
@@ -804,6 +915,23 @@ class WebApi:
                 "0x80044352",
                 "Version stamp associated with the client has expired. Please perform a full sync.",
             )
+        return since
+
+    def _delta_change_count(self, table: Table, deltatoken: str) -> int:
+        """``<set>/$count?$deltatoken=...``: changed rows plus deletions since the token."""
+        since = self._since(table, deltatoken)
+        upper = self.store.version
+        vi = table.version_index
+        changed = sum(1 for r in table.rows.values() if since < r[vi] <= upper)
+        deleted = sum(
+            1
+            for v, entity_set, _guid in self.store.tombstones
+            if entity_set == table.entity_set and since < v <= upper
+        )
+        return changed + deleted
+
+    def _delta(self, api, table: Table, query: Query, select, page_size, cookie, applied):
+        since = self._since(table, query.options["$deltatoken"])
         render = table.renderer(select)
         sel = f"({','.join(select)})" if select else ""
         deleted_context = f"{api}/$metadata#{table.entity_set}/$deletedEntity"
@@ -972,9 +1100,18 @@ class WebApi:
         if table.entity_set != "systemusers":
             raise ApiError(405, "0x80060888", "Deletes are only supported on systemusers.")
         with self.store.lock:
-            if table.get(guid) is None:
+            row = table.get(guid)
+            if row is None:
                 raise ApiError(
                     404, NOT_FOUND, f"{table.logical_name} With Id = {guid} Does Not Exist"
+                )
+            if_match = headers.get("If-Match")
+            if if_match not in (None, "*") and if_match != table.etag(row):
+                raise ApiError(
+                    412,
+                    "0x80060882",
+                    "The version of the existing record doesn't match the RowVersion property "
+                    "provided.",
                 )
             self.store.delete_user(guid)
         resp = Response(204, b"")
