@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -79,9 +79,38 @@ class DynamicsCrmSetting(models.Model):
     authority_host = models.CharField(
         max_length=255, default=hosts.DEFAULT_AUTHORITY_HOST, validators=[validate_authority_host]
     )
-    # Fernet token (see learnexa.encryption); the plain secret is never stored or shown.
+
+    # -- credentials: one kind at a time (see credentials.py). Secrets, private keys and token
+    # caches are Fernet tokens (learnexa.encryption), never stored in the clear or shown.
+    class CredentialType(models.TextChoices):
+        SECRET = "secret", "Client secret"
+        CERTIFICATE = "certificate", "Certificate"
+        DELEGATED = "delegated", "Sign in with Microsoft"
+
+    credential_type = models.CharField(
+        max_length=16, choices=CredentialType.choices, default=CredentialType.SECRET
+    )
     client_secret_encrypted = models.TextField(blank=True, editable=False)
     client_secret_set_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Entra ID doesn't tell the client when its secret expires; the admin may.
+    client_secret_expires_on = models.DateField(null=True, blank=True)
+    # The certificate is public (sent as x5c); its private key is encrypted.
+    certificate_key_encrypted = models.TextField(blank=True, editable=False)
+    certificate_pem = models.TextField(blank=True, editable=False)
+    certificate_thumbprint = models.CharField(max_length=40, blank=True, editable=False)
+    certificate_subject = models.CharField(max_length=255, blank=True, editable=False)
+    certificate_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    certificate_set_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Delegated: MSAL's serialized token cache (the refresh token with it), and who signed in.
+    token_cache_encrypted = models.TextField(blank=True, editable=False)
+    delegated_username = models.CharField(max_length=255, blank=True, editable=False)
+    delegated_signed_in_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Expiry reminders sent for the current secret / certificate: the fewest days ahead
+    # reminded so far (30, then 7); cleared when a new one is saved.
+    secret_reminded_days = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
+    certificate_reminded_days = models.PositiveSmallIntegerField(
+        null=True, blank=True, editable=False
+    )
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.CONFIGURED)
     last_error = models.TextField(blank=True)
@@ -148,11 +177,51 @@ class DynamicsCrmSetting(models.Model):
         self.client_id = self.client_id.strip().lower()
         super().save(*args, **kwargs)
 
-    # -- the secret: write-only ---------------------------------------------------------
+    # -- credentials: write-only ---------------------------------------------------------
+
+    # What each kind of credential stores; everything else is removed when the kind changes.
+    CREDENTIAL_FIELDS = {
+        "secret": (
+            "client_secret_encrypted",
+            "client_secret_set_at",
+            "client_secret_expires_on",
+            "secret_reminded_days",
+        ),
+        "certificate": (
+            "certificate_key_encrypted",
+            "certificate_pem",
+            "certificate_thumbprint",
+            "certificate_subject",
+            "certificate_expires_at",
+            "certificate_set_at",
+            "certificate_reminded_days",
+        ),
+        "token_cache": ("token_cache_encrypted", "delegated_username", "delegated_signed_in_at"),
+    }
+    # Delegated sign-in redeems the code and refreshes tokens as the app: with its secret.
+    USES = {
+        CredentialType.SECRET: ("secret",),
+        CredentialType.CERTIFICATE: ("certificate",),
+        CredentialType.DELEGATED: ("secret", "token_cache"),
+    }
+
+    @classmethod
+    def credential_field_names(cls) -> list[str]:
+        return [name for names in cls.CREDENTIAL_FIELDS.values() for name in names]
+
+    def forget_credentials(self, keep=()) -> None:
+        """Remove every stored credential except the groups in `keep` (in memory)."""
+        for group, names in self.CREDENTIAL_FIELDS.items():
+            if group in keep:
+                continue
+            for name in names:
+                field = self._meta.get_field(name)
+                setattr(self, name, None if field.null else "")
 
     def set_client_secret(self, secret: str) -> None:
         self.client_secret_encrypted = encryption.encrypt(secret)
         self.client_secret_set_at = timezone.now()
+        self.secret_reminded_days = None
 
     def client_secret(self) -> str:
         return encryption.decrypt(self.client_secret_encrypted) if self.has_client_secret else ""
@@ -160,6 +229,51 @@ class DynamicsCrmSetting(models.Model):
     @property
     def has_client_secret(self) -> bool:
         return bool(self.client_secret_encrypted)
+
+    def set_certificate(self, certificate) -> None:
+        """`certificate`: a credentials.Certificate, already checked."""
+        self.certificate_key_encrypted = encryption.encrypt(certificate.private_key_pem)
+        self.certificate_pem = certificate.certificate_pem
+        self.certificate_thumbprint = certificate.thumbprint
+        self.certificate_subject = certificate.subject[:255]
+        self.certificate_expires_at = certificate.not_after
+        self.certificate_set_at = timezone.now()
+        self.certificate_reminded_days = None
+
+    def certificate_private_key(self) -> str:
+        return encryption.decrypt(self.certificate_key_encrypted) if self.has_certificate else ""
+
+    @property
+    def has_certificate(self) -> bool:
+        return bool(self.certificate_key_encrypted and self.certificate_pem)
+
+    def token_cache(self) -> str:
+        return encryption.decrypt(self.token_cache_encrypted) if self.has_token_cache else ""
+
+    @property
+    def has_token_cache(self) -> bool:
+        return bool(self.token_cache_encrypted)
+
+    @property
+    def has_credential(self) -> bool:
+        """Whether the chosen kind of credential is complete, so a sync can get a token."""
+        kind = self.credential_type
+        if kind == self.CredentialType.CERTIFICATE:
+            return self.has_certificate
+        if kind == self.CredentialType.DELEGATED:
+            return self.has_client_secret and self.has_token_cache
+        return self.has_client_secret
+
+    def credential_expiries(self) -> list[tuple[str, datetime]]:
+        """("secret" | "certificate", when it expires) for what the chosen kind uses."""
+        uses = self.USES.get(self.credential_type, ())
+        found = []
+        if "secret" in uses and self.has_client_secret and self.client_secret_expires_on:
+            day = self.client_secret_expires_on
+            found.append(("secret", datetime(day.year, day.month, day.day, tzinfo=UTC)))
+        if "certificate" in uses and self.has_certificate and self.certificate_expires_at:
+            found.append(("certificate", self.certificate_expires_at))
+        return found
 
     # -- schedule -----------------------------------------------------------------------
 
