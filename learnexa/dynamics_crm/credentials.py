@@ -1,7 +1,18 @@
-"""Access tokens for Dataverse, from Entra ID through MSAL.
+"""Access tokens for Dataverse, from Entra ID through MSAL, with one of three credentials:
 
-Client credentials with a secret: the app registration's own identity, which Dataverse
-knows as an application user. The token's scope is `{organization URI}/.default`.
+* **Client secret** — client credentials as the app registration itself, which Dataverse
+  knows as an application user; scope `{organization URI}/.default`.
+* **Certificate** — the same, proving the app's identity with a signed client assertion
+  instead of a secret. The private key is encrypted at rest; the certificate is public.
+* **Delegated** ("Sign in with Microsoft") — an admin signs in once (oauth.py); MSAL's token
+  cache, with its refresh token, is kept encrypted and the sync acts as that person, with
+  scope `{organization URI}/user_impersonation`. The app still authenticates itself with
+  its client secret when it redeems the code and refreshes tokens.
+
+`TokenProvider(setting).token()` / `.invalidate()` is the same for all three.
+
+Also here: reading an uploaded certificate (`load_certificate`), Entra ID's errors in plain
+words, and the expiry reminders the scheduler sends (`remind_expiring`).
 """
 
 from __future__ import annotations
@@ -9,14 +20,31 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import msal
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from django.db.models import Q
+from django.utils import timezone
 
-from . import tls
+from learnexa import encryption
+
+from . import notifications, tls
 from .models import DynamicsCrmSetting
 
 logger = logging.getLogger(__name__)
+
+CredentialType = DynamicsCrmSetting.CredentialType
+
+SIGN_IN_AGAIN = (
+    "Sign in with Microsoft again under Manage site → Integrate Dynamics CRM, as someone "
+    "who can read users in Dynamics."
+)
 
 
 class AuthenticationError(Exception):
@@ -29,6 +57,8 @@ AADSTS_ADVICE = {
     "Certificates & secrets in the app registration, and save it again.",
     7000222: "The client secret has expired. Create a new one under Certificates & secrets "
     "in the app registration, and save it here.",
+    7000218: "Entra ID wants the app to prove its identity. Save the app registration's "
+    "client secret (or choose the certificate credential).",
     700016: "Entra ID doesn't know this client ID in this tenant. Check the Application "
     "(client) ID and the Directory (tenant) ID on the app registration's Overview page.",
     90002: "The tenant doesn't exist. Check the Directory (tenant) ID on the app "
@@ -40,8 +70,26 @@ AADSTS_ADVICE = {
     500011: "Entra ID doesn't know the Dynamics 365 environment as a resource in this "
     "tenant. Check the organization URI and that the environment belongs to this tenant.",
     7000112: "The application is disabled in Entra ID. Enable it, or use another one.",
-    700027: "The certificate's signature was rejected. Upload the certificate that is "
-    "registered on the app registration.",
+    700027: "Entra ID doesn't know this certificate: it isn't registered on the app "
+    "registration. Upload the certificate (the .cer or .pem file, without its private key) "
+    "under Certificates & secrets → Certificates in the app registration, and check that "
+    "the thumbprint Entra ID shows there is the one shown here.",
+    700024: "Entra ID found the signed request outside its time window: this server's clock "
+    "is probably wrong. Ask the operators to check the server's time.",
+    700023: "The certificate's assertion names another application. Check the client ID.",
+    # Delegated sign-in: the person must sign in again, or the app registration needs a fix.
+    700082: "The sign-in with Microsoft has expired: it wasn't used for 90 days. " + SIGN_IN_AGAIN,
+    70008: "The sign-in with Microsoft has expired. " + SIGN_IN_AGAIN,
+    50173: "The signed-in person's password changed since they signed in. " + SIGN_IN_AGAIN,
+    50057: "The account that signed in with Microsoft is disabled in Entra ID. " + SIGN_IN_AGAIN,
+    50076: "Entra ID wants multi-factor authentication again. " + SIGN_IN_AGAIN,
+    65001: "The app registration hasn't been granted access to Dynamics 365. In the app "
+    "registration, API permissions → Add a permission → Dynamics CRM → user_impersonation, "
+    "then Grant admin consent; and sign in again.",
+    50011: "The redirect URI isn't registered on the app registration. Add the redirect URI "
+    "shown on the integration page under Authentication → Web → Redirect URIs.",
+    50034: "The account doesn't exist in this tenant. Sign in with an account of the "
+    "directory the app registration belongs to.",
 }
 
 
@@ -55,56 +103,376 @@ def explain_token_error(result: dict) -> str:
     for code in codes:
         if code in AADSTS_ADVICE:
             return f"{AADSTS_ADVICE[code]} (Entra ID said: {first_line})"
+    if result.get("error") in ("invalid_grant", "interaction_required"):
+        return (
+            f"Entra ID no longer accepts the sign-in. {SIGN_IN_AGAIN} (Entra ID said: {first_line})"
+        )
     return f"Entra ID refused to issue a token: {first_line}"
 
 
-class TokenProvider:
-    """Hands out a valid access token for one integration, refreshing it when told to."""
+# -- certificates ---------------------------------------------------------------------------
+
+
+class CertificateError(ValueError):
+    """An uploaded certificate or key can't be used; the message says why, in plain words."""
+
+
+@dataclass(frozen=True)
+class Certificate:
+    private_key_pem: str  # PKCS#8, unencrypted here; the model encrypts it at rest
+    certificate_pem: str
+    thumbprint: str  # SHA-1, upper-case hex, as Entra ID shows it
+    subject: str
+    not_after: datetime
+
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.+?\r?\n-----END \1-----", re.DOTALL)
+
+
+def load_certificate(
+    certificate: bytes, key: bytes | None = None, passphrase: str = "", *, now=None
+) -> Certificate:
+    """Read a certificate and its private key: one PEM file with both, a certificate and a
+    key in two, or a .pfx/.p12; the key may be encrypted with `passphrase`."""
+    now = now or timezone.now()
+    data = certificate + b"\n" + (key or b"")
+    password = passphrase.encode() if passphrase else None
+    blocks = [(m.group(1).decode(), m.group(0)) for m in _PEM_BLOCK.finditer(data)]
+    if not blocks:
+        return _check(*_load_pkcs12(certificate, password), now=now)
+    certs = [pem for label, pem in blocks if label == "CERTIFICATE"]
+    keys = [pem for label, pem in blocks if label.endswith("PRIVATE KEY")]
+    if not certs:
+        raise CertificateError(
+            "No certificate was found: the PEM text must contain a block starting with "
+            "-----BEGIN CERTIFICATE-----."
+        )
+    if not keys:
+        raise CertificateError(
+            "No private key was found. Upload the private key too (-----BEGIN PRIVATE KEY-----), "
+            "in the same file as the certificate or in the private key field."
+        )
+    if len(keys) > 1:
+        raise CertificateError("More than one private key was uploaded; upload only one.")
+    private_key = _load_key(keys[0], password)
+    loaded = []
+    for pem in certs:
+        try:
+            loaded.append(x509.load_pem_x509_certificate(pem))
+        except ValueError as exc:
+            raise CertificateError(f"A certificate in the upload can't be read ({exc}).") from exc
+    return _check(private_key, loaded, now=now)
+
+
+def _load_key(pem: bytes, password: bytes | None):
+    encrypted = b"ENCRYPTED" in pem.split(b"\n", 1)[0] or b"Proc-Type: 4,ENCRYPTED" in pem
+    if encrypted and not password:
+        raise CertificateError("The private key is protected by a passphrase: enter it.")
+    try:
+        return serialization.load_pem_private_key(pem, password if encrypted else None)
+    except (ValueError, TypeError) as exc:
+        if encrypted:
+            raise CertificateError("The passphrase doesn't unlock the private key.") from exc
+        raise CertificateError(f"The private key can't be read ({exc}).") from exc
+
+
+def _load_pkcs12(data: bytes, password: bytes | None):
+    if not data.startswith(b"\x30"):  # neither PEM nor DER
+        raise CertificateError(
+            "This isn't a PEM file (text starting with -----BEGIN CERTIFICATE-----) nor a .pfx "
+            "file. Upload the certificate and its private key in PEM format."
+        )
+    try:
+        private_key, cert, others = pkcs12.load_key_and_certificates(data, password)
+    except ValueError as exc:
+        if not password:
+            raise CertificateError(
+                "This .pfx file can't be opened without its password: enter it as the "
+                "passphrase (or upload PEM files)."
+            ) from exc
+        raise CertificateError(
+            "This .pfx file can't be opened with that passphrase, or isn't a .pfx file."
+        ) from exc
+    if private_key is None or cert is None:
+        raise CertificateError("The .pfx file must contain both the certificate and its key.")
+    return private_key, [cert, *others]
+
+
+def _check(private_key, certs: list[x509.Certificate], *, now) -> Certificate:
+    if not isinstance(private_key, rsa.RSAPrivateKey):
+        raise CertificateError(
+            "The private key must be an RSA key: Entra ID accepts RSA certificates as app "
+            "credentials."
+        )
+    public = private_key.public_key().public_numbers()
+    matching = [c for c in certs if _public_numbers(c) == public]
+    if not matching:
+        names = ", ".join(c.subject.rfc4514_string() or "(no subject)" for c in certs)
+        raise CertificateError(
+            f"The private key doesn't belong to the certificate ({names}). Upload the key "
+            "that was created together with this certificate."
+        )
+    cert = matching[0]
+    if cert.not_valid_after_utc <= now:
+        raise CertificateError(
+            f"The certificate expired on {cert.not_valid_after_utc:%Y-%m-%d}. Create a new "
+            "one, register it on the app registration, and upload it here."
+        )
+    if cert.not_valid_before_utc > now + timedelta(minutes=5):
+        raise CertificateError(
+            f"The certificate isn't valid until {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC."
+        )
+    key_pem = private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return Certificate(
+        private_key_pem=key_pem,
+        certificate_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
+        thumbprint=cert.fingerprint(hashes.SHA1()).hex().upper(),  # noqa: S303 - Entra shows SHA-1
+        subject=cert.subject.rfc4514_string(),
+        not_after=cert.not_valid_after_utc,
+    )
+
+
+def _public_numbers(cert: x509.Certificate):
+    key = cert.public_key()
+    return key.public_numbers() if isinstance(key, rsa.RSAPublicKey) else None
+
+
+# -- MSAL -----------------------------------------------------------------------------------
+
+
+def authority(setting: DynamicsCrmSetting) -> str:
+    return f"{setting.authority_host}/{setting.tenant_id}"
+
+
+def delegated_scopes(setting: DynamicsCrmSetting) -> list[str]:
+    # MSAL adds openid, profile and offline_access (the refresh token) itself.
+    return [f"{setting.organization_uri}/user_impersonation"]
+
+
+def _app_credential(setting: DynamicsCrmSetting):
+    """What the app proves its identity with: the secret, or the certificate."""
+    kind = setting.credential_type
+    if kind == CredentialType.CERTIFICATE:
+        if not setting.has_certificate:
+            raise AuthenticationError(
+                "No certificate is saved for this integration. Upload the app registration's "
+                "certificate with its private key, and save."
+            )
+        # With the certificate and no SHA-1 thumbprint, MSAL signs PS256 with the SHA-256
+        # thumbprint (x5t#S256) and sends the certificate as x5c, as it recommends.
+        return {
+            "private_key": setting.certificate_private_key(),
+            "public_certificate": setting.certificate_pem,
+        }
+    if not setting.has_client_secret:
+        raise AuthenticationError(
+            "No client secret is saved for this integration. Enter the app "
+            "registration's client secret and save."
+        )
+    return setting.client_secret()
+
+
+def confidential_app(
+    setting: DynamicsCrmSetting, token_cache: msal.TokenCache | None = None
+) -> msal.ConfidentialClientApplication:
+    return msal.ConfidentialClientApplication(
+        setting.client_id,
+        client_credential=_app_credential(setting),
+        authority=authority(setting),
+        # Instance discovery asks login.microsoftonline.com about the authority; the
+        # authority host is the admin's choice (national clouds), so trust it as given.
+        instance_discovery=False,
+        http_client=tls.requests_session(),
+        timeout=30,
+        token_cache=token_cache,
+    )
+
+
+def call_entra(where: str, call):
+    """Run an MSAL call, turning network and protocol failures into AuthenticationError."""
+    try:
+        return call()
+    except requests.exceptions.SSLError as exc:
+        raise AuthenticationError(
+            f"The authority host's TLS certificate isn't trusted ({where})."
+        ) from exc
+    except requests.exceptions.RequestException as exc:
+        raise AuthenticationError(
+            f"Entra ID couldn't be reached at {where}: {type(exc).__name__}. Check the "
+            "authority host and the network."
+        ) from exc
+    except ValueError as exc:
+        # MSAL raises ValueError when the authority's metadata can't be read, and when a
+        # certificate's key can't be used.
+        raise AuthenticationError(
+            f"The authority {where} didn't answer like Entra ID, or the credential couldn't "
+            "be used. Check the tenant ID and the authority host."
+        ) from exc
+
+
+class _AppOnly:
+    """Client credentials, with a secret or a certificate."""
 
     def __init__(self, setting: DynamicsCrmSetting):
-        if not setting.has_client_secret:
-            raise AuthenticationError(
-                "No client secret is saved for this integration. Enter the app "
-                "registration's client secret and save."
-            )
+        self.setting = setting
         self.scope = f"{setting.organization_uri}/.default"
-        self.authority = f"{setting.authority_host}/{setting.tenant_id}"
-        self._lock = threading.Lock()
-        self._app = msal.ConfidentialClientApplication(
-            setting.client_id,
-            client_credential=setting.client_secret(),
-            authority=self.authority,
-            # Instance discovery asks login.microsoftonline.com about the authority; the
-            # authority host is the admin's choice (national clouds), so trust it as given.
-            instance_discovery=False,
-            http_client=tls.requests_session(),
-            timeout=30,
-        )
+        self.authority = authority(setting)
+        self.app = confidential_app(setting)
 
     def token(self) -> str:
-        with self._lock:
-            try:
-                result = self._app.acquire_token_for_client(scopes=[self.scope])
-            except requests.exceptions.SSLError as exc:
-                raise AuthenticationError(
-                    f"The authority host's TLS certificate isn't trusted ({self.authority})."
-                ) from exc
-            except requests.exceptions.RequestException as exc:
-                raise AuthenticationError(
-                    f"Entra ID couldn't be reached at {self.authority}: "
-                    f"{type(exc).__name__}. Check the authority host and the network."
-                ) from exc
-            except ValueError as exc:
-                # MSAL raises ValueError when the authority's metadata can't be read.
-                raise AuthenticationError(
-                    f"The authority {self.authority} didn't answer like Entra ID. Check the "
-                    "tenant ID and the authority host."
-                ) from exc
+        result = call_entra(
+            self.authority, lambda: self.app.acquire_token_for_client(scopes=[self.scope])
+        )
+        if "access_token" not in result:
+            message = explain_token_error(result)
+            if self.setting.credential_type == CredentialType.CERTIFICATE:
+                message += (
+                    f" This certificate's SHA-1 thumbprint: {self.setting.certificate_thumbprint}."
+                )
+            raise AuthenticationError(message)
+        return result["access_token"]
+
+    def invalidate(self) -> None:
+        self.app.remove_tokens_for_client()
+
+
+class _Delegated:
+    """Tokens for the person who signed in, from the encrypted cache; written back when MSAL
+    refreshed them (the refresh token changes each time)."""
+
+    def __init__(self, setting: DynamicsCrmSetting):
+        if not setting.has_token_cache:
+            raise AuthenticationError("Nobody has signed in with Microsoft yet. " + SIGN_IN_AGAIN)
+        self.setting = setting
+        self.authority = authority(setting)
+        self.scopes = delegated_scopes(setting)
+        self.cache = msal.SerializableTokenCache()
+        self.stored = setting.token_cache_encrypted
+        try:
+            self.cache.deserialize(setting.token_cache())
+        except (ValueError, encryption.SecretUnreadable) as exc:
+            raise AuthenticationError(
+                f"The saved sign-in can't be read ({exc}). " + SIGN_IN_AGAIN
+            ) from exc
+        self.app = confidential_app(setting, token_cache=self.cache)
+        self.force_refresh = False
+
+    def token(self) -> str:
+        accounts = self.app.get_accounts()
+        if not accounts:
+            raise AuthenticationError("The saved sign-in holds no account. " + SIGN_IN_AGAIN)
+        force, self.force_refresh = self.force_refresh, False
+        result = call_entra(
+            self.authority,
+            lambda: self.app.acquire_token_silent_with_error(
+                self.scopes, account=accounts[0], force_refresh=force
+            ),
+        )
+        self._write_back()
+        if not result:
+            raise AuthenticationError(
+                "The sign-in with Microsoft has no valid refresh token any more. " + SIGN_IN_AGAIN
+            )
         if "access_token" not in result:
             raise AuthenticationError(explain_token_error(result))
         return result["access_token"]
 
     def invalidate(self) -> None:
-        """Forget the cached token, so the next call asks Entra ID for a new one."""
+        self.force_refresh = True
+
+    def _write_back(self) -> None:
+        if not self.cache.has_state_changed:
+            return
+        fresh = encryption.encrypt(self.cache.serialize())
+        # Only over the cache this run started from: if an admin signed in again (or
+        # disconnected) meanwhile, theirs wins.
+        written = DynamicsCrmSetting.objects.filter(
+            pk=self.setting.pk, token_cache_encrypted=self.stored
+        ).update(token_cache_encrypted=fresh)
+        if written:
+            self.stored = self.setting.token_cache_encrypted = fresh
+        else:
+            logger.info(
+                "The sign-in of %s changed during the sync; keeping the newer one",
+                self.setting.company_id,
+            )
+
+
+class TokenProvider:
+    """Hands out a valid access token for one integration, refreshing it when told to,
+    with whichever credential the company chose."""
+
+    def __init__(self, setting: DynamicsCrmSetting):
+        self._lock = threading.Lock()
+        if setting.credential_type == CredentialType.DELEGATED:
+            self._source = _Delegated(setting)
+        else:
+            self._source = _AppOnly(setting)
+
+    def token(self) -> str:
         with self._lock:
-            self._app.remove_tokens_for_client()
+            return self._source.token()
+
+    def invalidate(self) -> None:
+        """Forget the cached access token, so the next call gets a new one."""
+        with self._lock:
+            self._source.invalidate()
+
+
+# -- expiry reminders -----------------------------------------------------------------------
+
+REMINDER_DAYS = (30, 7)
+LABELS = {"secret": "client secret", "certificate": "certificate"}
+EXPIRY_FIELDS = {"secret": "client_secret_expires_on", "certificate": "certificate_expires_at"}
+
+
+def remind_expiring(now=None) -> int:
+    """Email the site admins when the secret or certificate in use expires within 30, then
+    7 days; once each per secret or certificate (the row keeps what was sent; several
+    schedulers may run, and only the one whose update lands sends). Returns emails sent."""
+    now = now or timezone.now()
+    horizon = now + timedelta(days=max(REMINDER_DAYS))
+    candidates = DynamicsCrmSetting.objects.filter(
+        Q(
+            credential_type__in=[CredentialType.SECRET, CredentialType.DELEGATED],
+            client_secret_expires_on__lte=horizon.date(),
+        )
+        | Q(credential_type=CredentialType.CERTIFICATE, certificate_expires_at__lte=horizon)
+    ).select_related("company")
+    sent = 0
+    for setting in candidates:
+        for kind, expires_at in setting.credential_expiries():
+            days_left = (expires_at - now) / timedelta(days=1)
+            if days_left <= 0:
+                continue  # expired: the failing syncs report it
+            due = min((d for d in REMINDER_DAYS if days_left <= d), default=None)
+            field = f"{kind}_reminded_days"
+            already = getattr(setting, field)
+            if due is None or (already is not None and already <= due):
+                continue
+            # Claimed only if nobody reminded meanwhile and the credential is still the same.
+            expiry_field = EXPIRY_FIELDS[kind]
+            claimed = DynamicsCrmSetting.objects.filter(
+                pk=setting.pk, **{field: already, expiry_field: getattr(setting, expiry_field)}
+            ).update(**{field: due})
+            if claimed:
+                setattr(setting, field, due)
+                # A secret's date is a calendar day; a certificate's, a moment.
+                days = (expires_at.date() - now.date()).days if kind == "secret" else int(days_left)
+                notifications.credential_expiring(setting, kind, expires_at, max(1, days))
+                sent += 1
+    return sent
+
+
+def expiry_notices(setting: DynamicsCrmSetting, now=None) -> list[dict]:
+    """For the integration page: the credentials in use that expire within 30 days, or did."""
+    now = now or timezone.now()
+    notices = []
+    for kind, expires_at in setting.credential_expiries():
+        if expires_at - now <= timedelta(days=max(REMINDER_DAYS)):
+            notices.append({"label": LABELS[kind], "at": expires_at, "expired": expires_at <= now})
+    return notices

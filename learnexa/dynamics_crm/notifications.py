@@ -71,3 +71,28 @@ def welcome(users) -> None:
         send_mass_mail(messages, fail_silently=False)
     except Exception:
         logger.exception("Could not send %d welcome emails", len(messages))
+
+
+def credential_expiring(setting, kind: str, expires_at, days: int) -> None:
+    """The client secret or certificate the integration signs in with expires in `days`."""
+    when = f"{expires_at:%Y-%m-%d}" if kind == "secret" else f"{expires_at:%Y-%m-%d %H:%M} UTC"
+    if kind == "certificate":
+        what = f"certificate (thumbprint {setting.certificate_thumbprint})"
+        renew = (
+            "Create a new certificate, upload it under Certificates & secrets → Certificates in "
+            "the app registration, then upload it with its private key under Manage site → "
+            "Integrate Dynamics CRM."
+        )
+    else:
+        what = "client secret"
+        renew = (
+            "Create a new client secret under Certificates & secrets in the app registration, "
+            "then enter its Value and its expiry date under Manage site → Integrate Dynamics CRM."
+        )
+    _tell_admins(
+        setting.company,
+        f"The Dynamics 365 {kind} expires in {days} days",
+        f"The {what} that Learnexa uses to read your users from Dynamics 365 expires on "
+        f"{when}, in {days} days. After that, the sync stops.\n\n{renew}\n\n"
+        f"App registration (client) ID: {setting.client_id}",
+    )

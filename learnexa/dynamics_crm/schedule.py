@@ -102,8 +102,11 @@ def prune_history(now=None) -> int:
 
 
 def tick(now=None) -> dict:
+    from .credentials import remind_expiring
+
     return {
         "enqueued": [r.pk for r in enqueue_due(now)],
         "resumed": [r.pk for r in resume_abandoned(now)],
         "pruned": prune_history(now),
+        "expiry_reminders": remind_expiring(now),
     }
