@@ -1,13 +1,28 @@
 from __future__ import annotations
 
 from django import forms
+from django.utils import timezone
 
+from .credentials import CertificateError, load_certificate
 from .models import DynamicsCrmSetting
+
+CredentialType = DynamicsCrmSetting.CredentialType
+# Largest upload read for a certificate or a key; real ones are a few kilobytes.
+MAX_CERTIFICATE_BYTES = 64 * 1024
 
 
 class ConnectionForm(forms.ModelForm):
-    """The connection to a Dynamics 365 organization. The secret is write-only: it is never
-    rendered back, and leaving it empty keeps the one already saved."""
+    """The connection to a Dynamics 365 organization, with one of three credentials. Secrets,
+    private keys and token caches are write-only: never rendered back; leaving a field empty
+    keeps what is saved. Only the chosen credential's fields are required; saving another
+    kind of credential removes what the chosen one doesn't use."""
+
+    CONNECTION_FIELDS = ("organization_uri", "tenant_id", "client_id", "authority_host")
+    CREDENTIAL_FIELDS = {
+        CredentialType.SECRET: ("client_secret", "client_secret_expires_on"),
+        CredentialType.CERTIFICATE: ("certificate", "certificate_key", "certificate_passphrase"),
+        CredentialType.DELEGATED: ("client_secret", "client_secret_expires_on"),
+    }
 
     client_secret = forms.CharField(
         label="Client secret",
@@ -15,6 +30,26 @@ class ConnectionForm(forms.ModelForm):
         strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="The secret's Value from Certificates & secrets in the app registration.",
+    )
+    certificate = forms.FileField(
+        label="Certificate and private key",
+        required=False,
+        widget=forms.ClearableFileInput(attrs={"accept": ".pem,.crt,.cer,.key,.pfx,.p12"}),
+        help_text="A PEM file with the certificate and its private key, or a .pfx file. "
+        "Register the same certificate (without the key) under Certificates & secrets → "
+        "Certificates in the app registration.",
+    )
+    certificate_key = forms.FileField(
+        label="Private key (if in a file of its own)",
+        required=False,
+        widget=forms.ClearableFileInput(attrs={"accept": ".pem,.key"}),
+    )
+    certificate_passphrase = forms.CharField(
+        label="Passphrase of the private key (if it has one)",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Used once to read the key; the key is then stored encrypted.",
     )
 
     class Meta:
@@ -24,6 +59,8 @@ class ConnectionForm(forms.ModelForm):
             "tenant_id",
             "client_id",
             "authority_host",
+            "credential_type",
+            "client_secret_expires_on",
             "sync_frequency",
             "sync_time",
             "sync_weekday",
@@ -40,6 +77,8 @@ class ConnectionForm(forms.ModelForm):
             "tenant_id": "Azure tenant ID",
             "client_id": "Client ID",
             "authority_host": "Authority host",
+            "credential_type": "Sign in to Dynamics with",
+            "client_secret_expires_on": "The secret expires on",
             "sync_frequency": "Sync automatically",
             "sync_time": "At (the company's time zone)",
             "sync_weekday": "On (weekly)",
@@ -56,6 +95,8 @@ class ConnectionForm(forms.ModelForm):
             "tenant_id": "Directory (tenant) ID from the app registration's Overview page.",
             "client_id": "Application (client) ID from the app registration's Overview page.",
             "authority_host": "Change only for a national cloud.",
+            "client_secret_expires_on": "As shown under Certificates & secrets; the site "
+            "admins are emailed 30 and 7 days before.",
             "sync_time": "Hourly syncs run at this minute past the hour.",
             "full_sync_interval_days": "Between these, scheduled syncs read only the changes.",
             "deactivation_limit_count": "A run that would deactivate more waits for your approval.",
@@ -81,25 +122,116 @@ class ConnectionForm(forms.ModelForm):
                 attrs={"placeholder": "https://contoso.crm.dynamics.com"}
             ),
             "authority_host": forms.URLInput(),
+            "credential_type": forms.RadioSelect(),
+            "client_secret_expires_on": forms.DateInput(attrs={"type": "date"}),
         }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        instance = self.instance
+        self.original_type = instance.credential_type
+        self.original_connection = [getattr(instance, name) for name in self.CONNECTION_FIELDS]
+        self.original_secret_expiry = instance.client_secret_expires_on
+        self.certificate_info = None
+        # Left out of a post, the kind stays what it was.
+        self.fields["credential_type"].required = False
+
+    # -- groups, for the template -------------------------------------------------------
+
+    def connection_fields(self):
+        return [self[name] for name in (*self.CONNECTION_FIELDS, "credential_type")]
+
+    def secret_fields(self):
+        return [self[name] for name in self.CREDENTIAL_FIELDS[CredentialType.SECRET]]
+
+    def certificate_fields(self):
+        return [self[name] for name in self.CREDENTIAL_FIELDS[CredentialType.CERTIFICATE]]
+
+    def other_fields(self):
+        mine = {*self.CONNECTION_FIELDS, "credential_type"}
+        for names in self.CREDENTIAL_FIELDS.values():
+            mine.update(names)
+        return [field for field in self if field.name not in mine]
+
+    # -- validation ---------------------------------------------------------------------
+
+    def _keeps(self, group: str, kind: str) -> bool:
+        """Whether what is saved for `group` stays when saving with credential `kind`."""
+        return group in DynamicsCrmSetting.USES[kind] and group in DynamicsCrmSetting.USES.get(
+            self.original_type, ()
+        )
 
     def clean(self):
         cleaned = super().clean()
-        if not cleaned.get("client_secret") and not self.instance.has_client_secret:
-            self.add_error("client_secret", "Enter the client secret.")
+        kind = cleaned.get("credential_type") or self.original_type
+        cleaned["credential_type"] = kind
+        uses = DynamicsCrmSetting.USES[kind]
+        if "secret" in uses:
+            saved = self.instance.has_client_secret and self._keeps("secret", kind)
+            if not cleaned.get("client_secret") and not saved:
+                self.add_error("client_secret", "Enter the client secret.")
+            expires = cleaned.get("client_secret_expires_on")
+            if expires and expires != self.original_secret_expiry:
+                if expires <= timezone.now().date():
+                    self.add_error(
+                        "client_secret_expires_on",
+                        "That date has passed: an expired secret can't be used. Create a new "
+                        "secret in the app registration.",
+                    )
+        if "certificate" in uses:
+            self._clean_certificate(cleaned, kind)
         return cleaned
+
+    def _clean_certificate(self, cleaned, kind) -> None:
+        upload = cleaned.get("certificate")
+        key_upload = cleaned.get("certificate_key")
+        if not upload:
+            if key_upload:
+                self.add_error("certificate", "Upload the certificate with its private key.")
+            elif not (self.instance.has_certificate and self._keeps("certificate", kind)):
+                self.add_error(
+                    "certificate", "Upload the certificate and its private key (PEM or .pfx)."
+                )
+            return
+        data = []
+        for name, uploaded in (("certificate", upload), ("certificate_key", key_upload)):
+            if uploaded and uploaded.size > MAX_CERTIFICATE_BYTES:
+                self.add_error(name, "This file is too large to be a certificate or a key.")
+                return
+            data.append(uploaded.read() if uploaded else None)
+        try:
+            self.certificate_info = load_certificate(
+                data[0], data[1], cleaned.get("certificate_passphrase") or ""
+            )
+        except CertificateError as exc:
+            self.add_error("certificate", str(exc))
+
+    # -- saving -------------------------------------------------------------------------
 
     def save(self, commit=True):
         setting = super().save(commit=False)
+        kind = setting.credential_type
+        keep = {group for group in ("secret", "certificate") if self._keeps(group, kind)}
+        connection = [getattr(setting, name) for name in self.CONNECTION_FIELDS]
+        if self._keeps("token_cache", kind) and connection == self.original_connection:
+            # A sign-in is for one app registration and organization.
+            keep.add("token_cache")
+        expiry = setting.client_secret_expires_on
+        setting.forget_credentials(keep=keep)
+        if "secret" in DynamicsCrmSetting.USES[kind]:
+            setting.client_secret_expires_on = expiry
+            if expiry != self.original_secret_expiry:
+                setting.secret_reminded_days = None
         if self.cleaned_data.get("client_secret"):
             setting.set_client_secret(self.cleaned_data["client_secret"])
+        if self.certificate_info is not None:
+            setting.set_certificate(self.certificate_info)
         if commit:
             setting.schedule_next()
             # Only what the form owns: a sync may be updating its own state meanwhile.
             owned = [
                 *self.Meta.fields,
-                "client_secret_encrypted",
-                "client_secret_set_at",
+                *DynamicsCrmSetting.credential_field_names(),
                 "next_sync_at",
                 "updated_at",
             ]

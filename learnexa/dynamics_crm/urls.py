@@ -1,10 +1,14 @@
 from django.urls import path
 
-from . import views
+from . import oauth, views
 
 app_name = "dynamics_crm"
 urlpatterns = [
     path("", views.integration, name="integration"),
+    path("disconnect/", views.disconnect, name="disconnect"),
+    path("sign-in/", oauth.start, name="sign_in"),
+    # The redirect URI registered on the app registration: keep it exactly as it is.
+    path("authenticate", oauth.authenticate, name="authenticate"),
     path("sync/", views.sync_now, name="sync_now"),
     path("lookup/", views.lookup, name="lookup"),
     path("test/", views.check_connection, name="test_connection"),

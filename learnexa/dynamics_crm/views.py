@@ -10,10 +10,10 @@ from django.views.decorators.http import require_POST
 
 from learnexa.manage_site.access import site_admin_required
 
-from . import sync
+from . import credentials, oauth, sync
+from .diagnostics import test_connection
 from .forms import ConnectionForm
 from .jobs import enqueue_sync
-from .diagnostics import test_connection
 from .lookup import lookup_person
 from .models import DynamicsCrmSetting, SyncChange, SyncRun
 
@@ -26,13 +26,19 @@ def _company_run(request, run_id: int) -> SyncRun:
 def integration(request):
     setting = DynamicsCrmSetting.objects.filter(company=request.company).first()
     setting = setting or DynamicsCrmSetting(company=request.company)
-    form = ConnectionForm(request.POST or None, instance=setting)
+    form = ConnectionForm(request.POST or None, request.FILES or None, instance=setting)
     if request.method == "POST" and form.is_valid():
         try:
             setting = form.save()
         except ImproperlyConfigured as exc:
             form.add_error(None, str(exc))
         else:
+            if not setting.has_credential:
+                # Delegated, and nobody signed in yet (or the connection changed).
+                messages.success(
+                    request, "Saved. Now sign in with Microsoft to let the sync read your users."
+                )
+                return redirect("dynamics_crm:integration")
             # New settings may change what is read: reconcile everything.
             run = enqueue_sync(setting, SyncRun.Trigger.SETTINGS_SAVED, full=True)
             messages.success(request, "Saved. A sync of your users has been queued.")
@@ -42,8 +48,35 @@ def integration(request):
     return render(
         request,
         "dynamics_crm/integration.html",
-        {"form": form, "setting": setting if setting.pk else None, "runs": runs, "held": held},
+        {
+            "form": form,
+            "setting": setting if setting.pk else None,
+            "runs": runs,
+            "held": held,
+            "redirect_uri": oauth.redirect_uri(request),
+            "expiries": credentials.expiry_notices(setting) if setting.pk else [],
+        },
     )
+
+
+@require_POST
+@site_admin_required
+def disconnect(request):
+    """Remove every stored credential: secret, certificate key, sign-in. The settings and the
+    history stay; scheduled syncs stop until a credential is saved again."""
+    setting = get_object_or_404(DynamicsCrmSetting, company=request.company)
+    setting.forget_credentials()
+    setting.next_sync_at = None
+    setting.save(
+        update_fields=[*DynamicsCrmSetting.credential_field_names(), "next_sync_at", "updated_at"]
+    )
+    messages.success(
+        request,
+        "Disconnected: the stored secret, certificate key and sign-in were removed, and "
+        "scheduled syncs stopped. Users already synced stay. To revoke access entirely, also "
+        "delete the secret or certificate from the app registration in Entra ID.",
+    )
+    return redirect("dynamics_crm:integration")
 
 
 @require_POST
