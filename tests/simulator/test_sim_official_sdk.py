@@ -82,13 +82,6 @@ def test_list_pages_returns_every_user_once(sim, client, credential):
     assert set(ids) == {u["systemuserid"] for u in sim.store.users()}
     # the SDK asked for a token for the organization's .default scope
     assert (f"{sim.info['organization_uri']}/.default",) in credential.calls
-    paths = {
-        e["path"]
-        for e in sim.request_log()
-        if "/systemusers" in e["path"] and "internalemailaddress" in e["path"]
-    }
-    assert len(paths) == len(pages)  # one request per page (a network retry repeats a path)
-    assert sum("$skiptoken" in p for p in paths) == len(pages) - 1  # followed @odata.nextLink
 
 
 def test_filtered_list(sim, client):
@@ -121,8 +114,6 @@ def test_update_is_visible_in_the_store(sim, client):
     stored = sim.get_user(user["systemuserid"])
     assert stored["jobtitle"] == "Learning Lead"
     assert stored["versionnumber"] > before
-    patch = [e for e in sim.request_log() if e["method"] == "PATCH"]
-    assert patch and patch[-1]["status"] == 204
 
 
 def test_updating_a_missing_user_is_a_404_http_error(client):
