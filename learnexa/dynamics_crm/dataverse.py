@@ -201,7 +201,15 @@ class DataverseClient:
 
             status = response.status_code
             if status == 200:
-                return self._json(response)
+                try:
+                    return self._json(response)
+                except DataverseError as exc:
+                    # JSON cut short or garbled on the way is as transient as a reset.
+                    attempt += 1
+                    if not exc.retryable or attempt > self.max_retries:
+                        raise
+                    self._backoff(attempt, f"Unreadable JSON from {self.origin}")
+                    continue
             if status == 401 and not refreshed_token:
                 # The token may have expired or been revoked mid-run: get a fresh one, once.
                 self.tokens.invalidate()
@@ -247,6 +255,13 @@ class DataverseClient:
         try:
             body = response.json()
         except ValueError as exc:
+            if "json" in content_type.lower():
+                raise DataverseError(
+                    f"Dynamics answered {response.request.url.path} with JSON that couldn't "
+                    f"be read (cut short or garbled), {self.max_retries + 1} times.",
+                    status=response.status_code,
+                    retryable=True,
+                ) from exc
             raise DataverseError(
                 f"Dynamics answered {response.request.url.path} with something that isn't "
                 f"JSON (Content-Type: {content_type or 'none'}). Check that the organization "
