@@ -22,7 +22,7 @@ from datetime import timedelta
 from urllib.parse import quote
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Exists, F, OuterRef
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -482,6 +482,17 @@ def execute_run(
         except (AuthenticationError, DataverseError, LeaseLost) as exc:
             run.retryable = getattr(exc, "retryable", False)
             finish_run(run, error=str(exc))
+        except (InterfaceError, OperationalError) as exc:
+            # The database connection dropped (a restart, a failover) or stayed locked: record
+            # the failure over a fresh connection; a retry resumes from the last page.
+            logger.exception("Sync %s of %s lost the database", run.pk, run.company)
+            connection.close_if_unusable_or_obsolete()
+            run.retryable = True
+            finish_run(
+                run,
+                error=f"The sync lost its connection to the database, or found it locked "
+                f"({type(exc).__name__}); it stopped after its last complete page.",
+            )
         except Exception as exc:
             logger.exception("Sync %s of %s failed unexpectedly", run.pk, run.company)
             finish_run(
