@@ -94,6 +94,8 @@ class MappedRecord:
     fields: dict[str, str] = field(default_factory=dict)
     entra_object_id: uuid.UUID | None = None
     is_enabled: bool = True
+    # Why the person should not be active here: disabled in Dynamics, or out of scope.
+    disabled_reason: str = ""
     skip_reason: str = ""
 
     @property
@@ -101,13 +103,107 @@ class MappedRecord:
         return self.email.lower()
 
 
+OPERATORS = {
+    "eq": "is",
+    "ne": "is not",
+    "contains": "contains",
+    "startswith": "starts with",
+    "endswith": "ends with",
+    "empty": "is empty",
+    "not_empty": "is not empty",
+}
+
+
+@dataclass(frozen=True)
+class Condition:
+    """column operator value, compared as Dataverse compares strings: ignoring case."""
+
+    column: str
+    operator: str
+    value: str = ""
+
+    def __post_init__(self):
+        if not self.column or not all(c.isalnum() or c == "_" for c in self.column):
+            raise ValueError(f"'{self.column}' is not a Dynamics column name.")
+        if self.operator not in OPERATORS:
+            raise ValueError(
+                f"'{self.operator}' is not an operator; use one of {', '.join(OPERATORS)}."
+            )
+
+    def matches(self, record: dict) -> bool:
+        raw = record.get(self.column)
+        text = (
+            ""
+            if raw is None
+            else (str(raw).lower() if not isinstance(raw, bool) else str(raw).lower())
+        )
+        wanted = self.value.strip().lower()
+        match self.operator:
+            case "eq":
+                return text == wanted
+            case "ne":
+                return text != wanted
+            case "contains":
+                return wanted in text
+            case "startswith":
+                return text.startswith(wanted)
+            case "endswith":
+                return text.endswith(wanted)
+            case "empty":
+                return text == ""
+            case _:
+                return text != ""
+
+    def __str__(self) -> str:
+        value = f" '{self.value}'" if self.operator not in ("empty", "not_empty") else ""
+        return f"{self.column} {OPERATORS[self.operator]}{value}"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Who the sync is for: people in these business units (any, if none chosen) who meet
+    every condition. Evaluated here rather than as an OData $filter, because Dataverse
+    refuses $filter on change-tracking reads; leaving the scope counts as being disabled."""
+
+    business_units: tuple[str, ...] = ()
+    conditions: tuple[Condition, ...] = ()
+
+    @classmethod
+    def from_config(cls, business_units, conditions) -> Scope:
+        units = tuple(str(u).lower() for u in business_units or () if parse_guid(str(u)))
+        return cls(units, tuple(Condition(**c) for c in conditions or ()))
+
+    @property
+    def columns(self) -> list[str]:
+        return (["_businessunitid_value"] if self.business_units else []) + [
+            c.column for c in self.conditions
+        ]
+
+    def excludes(self, record: dict) -> str:
+        if (
+            self.business_units
+            and str(record.get("_businessunitid_value") or "").lower() not in self.business_units
+        ):
+            unit = record.get("_businessunitid_value" + FORMATTED) or record.get(
+                "_businessunitid_value"
+            )
+            return f"Out of the sync's scope: business unit {unit or 'none'} is not one of those chosen."
+        for condition in self.conditions:
+            if not condition.matches(record):
+                return f"Out of the sync's scope: {condition} is not true."
+        return ""
+
+
 class Mapping:
-    def __init__(self, rules: tuple[FieldRule, ...] = DEFAULT_RULES):
+    def __init__(self, rules: tuple[FieldRule, ...] = DEFAULT_RULES, scope: Scope = Scope()):
         self.rules = rules
+        self.scope = scope
 
     @classmethod
     def for_setting(cls, setting) -> Mapping:
-        return cls.from_config(setting.field_mapping or {})
+        mapping = cls.from_config(setting.field_mapping or {})
+        mapping.scope = Scope.from_config(setting.scope_business_units, setting.scope_conditions)
+        return mapping
 
     @classmethod
     def from_config(cls, config: dict) -> Mapping:
@@ -133,16 +229,21 @@ class Mapping:
     def columns(self) -> list[str]:
         """The $select: identity columns and the mapped ones, nothing else."""
         columns = list(IDENTITY_COLUMNS)
-        for rule in self.rules:
-            for column in (rule.column, rule.fallback):
-                if column and column not in columns:
-                    columns.append(column)
+        wanted = [
+            c for rule in self.rules for c in (rule.column, rule.fallback)
+        ] + self.scope.columns
+        for column in wanted:
+            if column and column not in columns:
+                columns.append(column)
         return columns
 
     @property
     def fingerprint(self) -> str:
         """Changes whenever what is read or how it is applied changes."""
-        payload = json.dumps([asdict(rule) for rule in self.rules], sort_keys=True)
+        payload = json.dumps(
+            {"rules": [asdict(rule) for rule in self.rules], "scope": asdict(self.scope)},
+            sort_keys=True,
+        )
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
     def rule(self, name: str) -> FieldRule | None:
@@ -152,6 +253,8 @@ class Mapping:
         mapped = map_identity(record)
         if mapped.skip_reason:
             return mapped
+        if reason := self.scope.excludes(record):
+            mapped.is_enabled, mapped.disabled_reason = False, reason
         mapped.fields = {
             rule.field: next(
                 (
@@ -179,13 +282,24 @@ def clean_text(value, max_length: int) -> str:
         return ""
     if isinstance(value, bool):
         value = "Yes" if value else "No"
-    text = unicodedata.normalize("NFC", str(value))
+    text = str(value)
+    # Most values are already clean: printable (no control, format or private-use
+    # characters, no whitespace but the space), trimmed, single-spaced, normalized.
+    if (
+        text.isprintable()
+        and "  " not in text
+        and text[:1] != " "
+        and text[-1:] != " "
+        and (text.isascii() or unicodedata.is_normalized("NFC", text))
+    ):
+        return text[:max_length]
+    text = unicodedata.normalize("NFC", text)
     # Control and format characters (including bidirectional overrides) have no place in a
     # name or a title and can disguise one; whitespace of any kind becomes a space.
     text = "".join(
         " " if ch.isspace() else ch
         for ch in text
-        if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co")
+        if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn")
     )
     return " ".join(text.split())[:max_length]
 
@@ -219,7 +333,8 @@ def map_identity(record: dict) -> MappedRecord:
         mapped.skip_reason = f"The primary email isn't a valid address: {email[:100]!r}."
     else:
         mapped.entra_object_id = parse_guid(record.get("azureactivedirectoryobjectid"))
-        mapped.is_enabled = record.get("isdisabled") is not True
+        if record.get("isdisabled") is True:
+            mapped.is_enabled, mapped.disabled_reason = False, "Disabled in Dynamics."
     return mapped
 
 

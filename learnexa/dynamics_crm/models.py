@@ -148,6 +148,9 @@ class DynamicsCrmSetting(models.Model):
     )
     # user field → {"column", "fallback", "policy", "clear"}; empty means the defaults.
     field_mapping = models.JSONField(default=dict, blank=True)
+    # -- scope (see mapping.Scope): business unit ids, and [{"column", "operator", "value"}]
+    scope_business_units = models.JSONField(default=list, blank=True)
+    scope_conditions = models.JSONField(default=list, blank=True)
 
     # -- change tracking
     delta_link = models.TextField(blank=True, editable=False)

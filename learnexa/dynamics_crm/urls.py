@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import oauth, views
+from . import mapping_views, oauth, views
 
 app_name = "dynamics_crm"
 urlpatterns = [
@@ -11,6 +11,7 @@ urlpatterns = [
     path("authenticate", oauth.authenticate, name="authenticate"),
     path("sync/", views.sync_now, name="sync_now"),
     path("lookup/", views.lookup, name="lookup"),
+    path("mapping/", mapping_views.mapping_page, name="mapping"),
     path("test/", views.check_connection, name="test_connection"),
     path("schedule/resume/", views.resume_schedule, name="resume_schedule"),
     path("runs/<int:run_id>/", views.run_detail, name="run_detail"),
