@@ -325,17 +325,31 @@ def map_identity(record: dict) -> MappedRecord:
         mapped.skip_reason = "The record has no valid systemuserid."
     elif record.get("applicationid"):
         mapped.skip_reason = "An application user, not a person."
-    elif record.get("accessmode") in NON_HUMAN_ACCESS_MODES:
-        mapped.skip_reason = f"Not a person: {NON_HUMAN_ACCESS_MODES[record['accessmode']]}."
+    elif (mode := _number(record.get("accessmode"))) in NON_HUMAN_ACCESS_MODES:
+        mapped.skip_reason = f"Not a person: {NON_HUMAN_ACCESS_MODES[mode]}."
     elif not email:
         mapped.skip_reason = "No primary email (internalemailaddress) in Dynamics."
     elif not valid_email(email):
         mapped.skip_reason = f"The primary email isn't a valid address: {email[:100]!r}."
     else:
         mapped.entra_object_id = parse_guid(record.get("azureactivedirectoryobjectid"))
-        if record.get("isdisabled") is True:
+        if _flag(record.get("isdisabled")):
             mapped.is_enabled, mapped.disabled_reason = False, "Disabled in Dynamics."
     return mapped
+
+
+def _flag(value) -> bool:
+    """A yes/no column, also when it comes as text or a number ("true", 1)."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return value is True or (type(value) is int and value == 1)
+
+
+def _number(value):
+    """A choice column's value, also when it comes as text ("4")."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value
 
 
 def valid_email(email: str) -> bool:
