@@ -149,7 +149,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         sim = self.server.simulator
-        started = time.perf_counter()
+        self._started = time.perf_counter()
+        self._logged = False
         body = self._read_body()
         split = urlsplit(self.path)
         path = unquote(split.path)
@@ -175,12 +176,21 @@ class _Handler(BaseHTTPRequestHandler):
                     odata_error(500, "0x80040216", "An unexpected error occurred."), log_entry
                 )
         finally:
-            log_entry["duration_ms"] = round((time.perf_counter() - started) * 1000, 2)
-            if not path.startswith("/_control/"):
-                sim._record(log_entry)
+            self._log(log_entry)
+
+    def _log(self, log_entry: dict[str, Any]) -> None:
+        """Record the request once, before its answer leaves: a client that reads the log
+        right after its response must find the request there."""
+        if self._logged:
+            return
+        self._logged = True
+        log_entry["duration_ms"] = round((time.perf_counter() - self._started) * 1000, 2)
+        if not urlsplit(self.path).path.startswith("/_control/"):
+            self.server.simulator._record(log_entry)
 
     def send_response_obj(self, resp: Response, log_entry: dict[str, Any]) -> None:
         log_entry["status"] = resp.status
+        self._log(log_entry)
         self.send_response(resp.status)
         if resp.content_type:
             self.send_header("Content-Type", resp.content_type)
@@ -196,6 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def send_truncated(self, resp: Response, log_entry: dict[str, Any]) -> None:
         log_entry["status"] = resp.status
+        self._log(log_entry)
         self.send_response(resp.status)
         if resp.content_type:
             self.send_header("Content-Type", resp.content_type)
