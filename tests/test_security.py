@@ -58,7 +58,8 @@ def test_the_deployment_checklist_is_clean_with_the_production_settings(tmp_path
         "LEARNEXA_ALLOWED_HOSTS": "learn.example.com",
         "LEARNEXA_EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
     }
-    env.pop("DJANGO_SETTINGS_MODULE", None)
+    for name in ("DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE", "DATABASE_URL"):
+        env.pop(name, None)
     result = subprocess.run(
         [sys.executable, "-m", "learnexa.cli", "check", "--deploy", "--fail-level", "WARNING"],
         env=env,
