@@ -321,3 +321,27 @@ def test_welcome_emails_only_when_switched_on(
         run = sync(welcoming)
     welcomes = [m for m in mail.outbox if m.subject == "Welcome to Learnexa"]
     assert len(welcomes) == run.created
+
+
+@pytest.mark.django_db
+def test_a_queued_run_whose_job_died_is_queued_again(setting, django_capture_on_commit_callbacks):
+    from django_tasks_db.models import DBTaskResult
+
+    from learnexa.dynamics_crm.schedule import requeue_orphans
+
+    with django_capture_on_commit_callbacks(execute=True):
+        run = jobs.enqueue_sync(setting, SyncRun.Trigger.MANUAL)
+    run.refresh_from_db()
+    old_task = run.task_id
+    # The worker claimed the job and died before the run started.
+    DBTaskResult.objects.filter(pk=old_task).update(
+        status="RUNNING", started_at=timezone.now() - timedelta(hours=1)
+    )
+    SyncRun.objects.filter(pk=run.pk).update(queued_at=timezone.now() - timedelta(hours=1))
+
+    assert requeue_orphans() == [run]
+
+    run.refresh_from_db()
+    assert run.status == SyncRun.Status.QUEUED and run.task_id != old_task
+    assert DBTaskResult.objects.get(pk=run.task_id).status == "READY"
+    assert requeue_orphans() == []  # its new job is alive

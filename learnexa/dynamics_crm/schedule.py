@@ -92,6 +92,42 @@ def resume_abandoned(now=None) -> list[SyncRun]:
     return resumed
 
 
+# A queued run whose job finished, vanished, or has been "running" this long without
+# starting the run lost its job to a dying worker.
+ORPHAN_GRACE = timedelta(minutes=10)
+
+
+def requeue_orphans(now=None) -> list[SyncRun]:
+    """Queued runs with no live job behind them, which would otherwise block their company:
+    queue a job for them again."""
+    from django.tasks import TaskResultStatus
+    from django_tasks_db.models import DBTaskResult
+
+    now = now or timezone.now()
+    requeued = []
+    for run in SyncRun.objects.filter(
+        status=SyncRun.Status.QUEUED, queued_at__lt=now - ORPHAN_GRACE
+    ):
+        task = DBTaskResult.objects.filter(pk=run.task_id).first() if run.task_id else None
+        live = task is not None and (
+            task.status == TaskResultStatus.READY
+            or (
+                task.status == TaskResultStatus.RUNNING
+                and task.started_at
+                and task.started_at > now - ORPHAN_GRACE
+            )
+        )
+        if not live:
+            logger.warning(
+                "Sync %s of company %s had no job behind it; queueing it again",
+                run.pk,
+                run.company_id,
+            )
+            resume(run)
+            requeued.append(run)
+    return requeued
+
+
 def prune_history(now=None) -> int:
     """Forget finished runs older than LEARNEXA_SYNC_HISTORY_DAYS, with their changes."""
     now = now or timezone.now()
@@ -106,7 +142,7 @@ def tick(now=None) -> dict:
 
     return {
         "enqueued": [r.pk for r in enqueue_due(now)],
-        "resumed": [r.pk for r in resume_abandoned(now)],
+        "resumed": [r.pk for r in resume_abandoned(now) + requeue_orphans(now)],
         "pruned": prune_history(now),
         "expiry_reminders": remind_expiring(now),
     }
