@@ -69,4 +69,10 @@ def decrypt(token: str) -> str:
 
 def rotate(token: str) -> str:
     """Re-encrypt under the newest key."""
-    return fernet().rotate(token.encode()).decode()
+    try:
+        return fernet().rotate(token.encode()).decode()
+    except InvalidToken as exc:
+        raise SecretUnreadable(
+            "A stored secret can't be decrypted with the configured keys: keep the old key in "
+            "LEARNEXA_ENCRYPTION_KEYS (after the new one) until every secret is re-encrypted."
+        ) from exc
