@@ -174,6 +174,9 @@ LEARNEXA_DYNAMICS_ALLOWED_HOSTS = envlist("LEARNEXA_DYNAMICS_ALLOWED_HOSTS")
 # How long a sync may hold its company's lease without renewing it before another worker
 # may take over (the worker renews it after every page).
 LEARNEXA_SYNC_LEASE_SECONDS = int(os.environ.get("LEARNEXA_SYNC_LEASE_SECONDS", "300"))
+# A background sync reads for at most this long at a time, then lets the queue's other
+# companies go first and carries on from its checkpoint (0: no limit).
+LEARNEXA_SYNC_SLICE_SECONDS = float(os.environ.get("LEARNEXA_SYNC_SLICE_SECONDS", "60"))
 LEARNEXA_DYNAMICS_PAGE_SIZE = int(os.environ.get("LEARNEXA_DYNAMICS_PAGE_SIZE", "5000"))
 LEARNEXA_DYNAMICS_TIMEOUT = float(os.environ.get("LEARNEXA_DYNAMICS_TIMEOUT", "60"))
 # How long one run may spend waiting out throttling (429 + Retry-After) before it gives up

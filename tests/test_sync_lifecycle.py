@@ -345,3 +345,28 @@ def test_a_queued_run_whose_job_died_is_queued_again(setting, django_capture_on_
     assert run.status == SyncRun.Status.QUEUED and run.task_id != old_task
     assert DBTaskResult.objects.get(pk=run.task_id).status == "READY"
     assert requeue_orphans() == []  # its new job is alive
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_long_background_sync_yields_its_worker_and_carries_on(settings, setting, simulator):
+    settings.LEARNEXA_DYNAMICS_PAGE_SIZE = 50
+    settings.LEARNEXA_SYNC_SLICE_SECONDS = 0.000001  # one page per turn
+    run = jobs.enqueue_sync(setting, SyncRun.Trigger.SCHEDULE)
+
+    jobs.sync_company.call(run.pk)
+
+    run.refresh_from_db()
+    assert run.status == SyncRun.Status.QUEUED and run.pages == 1 and run.next_page_url
+    setting.refresh_from_db()
+    assert setting.lease_owner is None  # free for the next company meanwhile
+    turns = 1
+    while run.status == SyncRun.Status.QUEUED:
+        jobs.sync_company.call(run.pk)
+        run.refresh_from_db()
+        turns += 1
+    assert run.status == SyncRun.Status.SUCCEEDED
+    assert turns == run.pages == 5
+    clean = SyncRun.objects.create(
+        setting=setting, company=setting.company, trigger="manual", full=True
+    )
+    assert execute_run(clean).unchanged == run.created

@@ -6,6 +6,7 @@ import logging
 import random
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.tasks import task
 from django.utils import timezone
@@ -25,14 +26,17 @@ def sync_company(run_id: int) -> dict:
     if run is None or run.is_finished:
         return {"run": run_id, "status": run.status if run else "gone"}
     try:
-        execute_run(run)
+        execute_run(run, time_slice=settings.LEARNEXA_SYNC_SLICE_SECONDS or None)
     except SyncAlreadyRunning:
         # Queue behind the running sync rather than run beside it; if that one's worker
         # died, its lease expires and this run takes over.
         logger.info("Sync %s waits for the running sync of %s", run.pk, run.company.slug)
         _enqueue(run, delay=WAIT_BEHIND_RUNNING_SYNC)
         return {"run": run.pk, "status": "waiting"}
-    if run.will_retry:
+    if run.sliced:
+        # Back of the queue: the companies waiting go first, then this one carries on.
+        _enqueue(run)
+    elif run.will_retry:
         retry(run)
     return run.summary()
 

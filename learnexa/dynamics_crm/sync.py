@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,10 @@ class SyncAlreadyRunning(Exception):
 
 class LeaseLost(Exception):
     """The run stopped renewing its lease for too long and another run took over."""
+
+
+class SliceEnded(Exception):
+    """The run used its time slice; it goes back in the queue and resumes from its page."""
 
 
 @dataclass(slots=True)
@@ -505,11 +510,14 @@ def execute_run(
     *,
     progress: Callable[[SyncRun], None] | None = None,
     client: DataverseClient | None = None,
+    time_slice: float | None = None,
 ) -> SyncRun:
     """Run (or resume) one sync under the company's lease; return it finished.
 
     Raises SyncAlreadyRunning, without touching the run, if another run holds the lease.
     Any other failure is recorded on the run and its settings, which say what to fix.
+    With `time_slice` (seconds), a long read stops after the page that used it up and the
+    run is left queued (`run.sliced`), so that a worker serves other companies in between.
     """
     # The settings as they are now, not as the caller loaded them.
     run.setting = setting = DynamicsCrmSetting.objects.select_related("company").get(
@@ -517,7 +525,8 @@ def execute_run(
     )
     if not setting.acquire_lease(run.lease_owner):
         raise SyncAlreadyRunning(f"A sync of {run.company} is already running.")
-    run.retryable = run.will_retry = False
+    run.retryable = run.will_retry = run.sliced = False
+    deadline = time.monotonic() + time_slice if time_slice else None
     try:
         run.status = SyncRun.Status.RUNNING
         run.started_at = run.started_at or timezone.now()
@@ -527,7 +536,11 @@ def execute_run(
         try:
             client = client or open_client(setting)
             with client:
-                _run(run, client, progress)
+                _run(run, client, progress, deadline)
+        except SliceEnded:
+            run.sliced = True
+            run.status = SyncRun.Status.QUEUED
+            run.save(update_fields=["status"])
         except (AuthenticationError, DataverseError, LeaseLost) as exc:
             run.retryable = getattr(exc, "retryable", False)
             finish_run(run, error=str(exc))
@@ -563,7 +576,7 @@ def _choose_mode(run: SyncRun) -> None:
     run.save(update_fields=["mode", "mode_reason"])
 
 
-def _run(run: SyncRun, client: DataverseClient, progress) -> None:
+def _run(run: SyncRun, client: DataverseClient, progress, deadline: float | None = None) -> None:
     setting = run.setting
     mapping = Mapping.for_setting(setting)
     resuming = bool(run.next_page_url) or run.read_complete
@@ -594,6 +607,8 @@ def _run(run: SyncRun, client: DataverseClient, progress) -> None:
             )
             if progress:
                 progress(run)
+            if deadline and page.next_link and time.monotonic() >= deadline:
+                raise SliceEnded
 
     if run.mode == SyncRun.Mode.DELTA and not run.read_complete:
         try:
