@@ -21,7 +21,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from urllib.parse import quote
 
 from django.conf import settings
 from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
@@ -704,8 +703,3 @@ def finish_run(run: SyncRun, *, error: str = "") -> None:
         run.status,
         error or ", ".join(f"{n} {getattr(run, n)}" for n in SyncRun.COUNTERS),
     )
-
-
-def odata_string(value: str) -> str:
-    """A string literal for $filter: quotes doubled, then percent-encoded for the URL."""
-    return quote("'" + value.replace("'", "''") + "'", safe="")
