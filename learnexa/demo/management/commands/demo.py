@@ -17,6 +17,8 @@ from learnexa.dynamics_crm.models import DynamicsCrmSetting, SyncRun
 
 DEMO_COMPANY = "demo"
 DEMO_ADMIN = "admin@demo.learnexa.test"
+# The systemuser of the original design note, which the simulator always includes.
+DESIGN_NOTE_USER = "9025bbf4-3430-4d0c-bfcf-16f0bf7fbc80"
 
 
 class Command(BaseCommand):
@@ -151,7 +153,13 @@ class Command(BaseCommand):
         self.stdout.write(
             f"  Dynamics 365 (simulated) at {info['organization_uri']}, tenant {info['tenant_id']}\n\n"
             "Next: open Manage site → Integrate Dynamics CRM to watch the first sync, then "
-            "Users to see who arrived from Dynamics.\nPress Ctrl-C to stop everything.\n"
+            "Users to see who arrived from Dynamics.\n\n"
+            "To see a change in Dynamics arrive, enable David So (disabled in Dynamics, so not "
+            "synced yet) through the simulator's control API, then press Sync now:\n"
+            f"  curl --cacert {info['ca_bundle']} -X POST \\\n"
+            f"       -H 'Authorization: Bearer {info['control_token']}' \\\n"
+            f"       {info['control_url']}/users/{DESIGN_NOTE_USER}/enable\n\n"
+            "Press Ctrl-C to stop everything.\n"
         )
 
 
