@@ -22,6 +22,8 @@ JSON bodies):
   PATCH  /_control/users/<id>              change columns (bumps versionnumber, modifiedon)
   POST   /_control/users/<id>/disable      isdisabled = true (also /enable)
   DELETE /_control/users/<id>              delete (reported by change tracking)
+  PUT    /_control/privileges              {"table": "systemuser", "read": false}: the
+                                           application user loses Read on the table (403)
   GET|PUT /_control/throttling             {"requests": 6000, "window_seconds": 300,
                                             "concurrency": 52, "execution_ms": 1200000}
   POST   /_control/faults                  fault for the next Web API requests:

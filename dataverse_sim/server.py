@@ -458,6 +458,13 @@ class Simulator:
             self.protection.reset()
         return limits.as_dict()
 
+    def set_read_privilege(self, logical_name: str, allowed: bool) -> None:
+        """Give or take the application user's Read privilege on a table (systemuser,
+        contact, businessunit): without it, reads of the table answer 403."""
+        if logical_name not in ("systemuser", "contact", "businessunit"):
+            raise ValueError(f"No table named {logical_name!r}.")
+        (self.webapi.read_denied.discard if allowed else self.webapi.read_denied.add)(logical_name)
+
     def inject_fault(self, kind: str, count: int = 1, **options: Any) -> dict[str, Any]:
         """Make the next ``count`` Web API requests fail; see ``Fault`` for options
         (status, retry_after, seconds, path_contains)."""
@@ -535,6 +542,7 @@ class Simulator:
         self.store.generate()
         self.protection.reset(Limits(**self._default_limits.as_dict()))
         self.faults.clear()
+        self.webapi.read_denied.clear()
         if self.entra is not None:
             self.entra.reset()
         self.clear_request_log()
@@ -762,6 +770,10 @@ class Simulator:
                 return json_response(200, self.disable_user(uid))
             if parts[2:] == ["enable"] and method == "POST":
                 return json_response(200, self.enable_user(uid))
+        if parts == ["privileges"] and method in ("PUT", "POST"):
+            # {"table": "systemuser", "read": false}
+            self.set_read_privilege(str(data.get("table")), bool(data.get("read", True)))
+            return json_response(200, {"read_denied": sorted(self.webapi.read_denied)})
         if parts == ["throttling"]:
             if method in ("PUT", "POST", "PATCH"):
                 allowed = {"requests", "window_seconds", "concurrency", "execution_ms"}

@@ -195,6 +195,8 @@ class WebApi:
         self._base_url = base_url
         self.clock = clock
         self.change_tracking = change_tracking
+        # Tables whose Read privilege the application user's security role lacks.
+        self.read_denied: set[str] = set()
         self.change_tracking_days = change_tracking_days
         self._oid_cache: dict[str, str] = {}
 
@@ -480,6 +482,8 @@ class WebApi:
                 table = candidate
         if table is None:
             raise ApiError(404, "0x80040217", f"Could not find entity with key {key[1:-1]}.")
+        if rest == "Attributes":
+            return self._attributes(api, table, query)
         if rest != f"Attributes/{self._PICKLIST_CAST}":
             raise ApiError(404, "0x80060888", f"Resource not found for the segment '{rest}'.")
         types = {
@@ -548,12 +552,77 @@ class WebApi:
         return odata_response(200, {"@odata.context": context, "value": values})
 
     # ------------------------------------------------------------------ entity sets
+    _ATTRIBUTE_TYPES = {
+        schema.GUID: "Uniqueidentifier",
+        schema.INT: "Integer",
+        schema.FLOAT: "Double",
+        schema.BOOL: "Boolean",
+        schema.DATETIME: "DateTime",
+        schema.STRING: "String",
+    }
+
+    def _attributes(self, api: str, table: Table, query: Query) -> Response:
+        """``EntityDefinitions(LogicalName='x')/Attributes``: the table's columns, with
+        ``$select`` of LogicalName, SchemaName, AttributeType, AttributeOf, MetadataId."""
+        types = {
+            name: schema.STRING
+            for name in ("LogicalName", "SchemaName", "AttributeType", "AttributeOf", "MetadataId")
+        }
+        select = parse_select(types, query.options.get("$select"), "AttributeMetadata")
+        rows = []
+        for column, kind in table.types.items():
+            # A lookup is read as _x_value, but its attribute is x.
+            logical = (
+                column[1:-6] if column.startswith("_") and column.endswith("_value") else column
+            )
+            row = {
+                "LogicalName": logical,
+                "SchemaName": logical[:1].upper() + logical[1:],
+                "AttributeType": "Lookup"
+                if logical != column
+                else self._ATTRIBUTE_TYPES.get(kind, "String"),
+                "AttributeOf": None,
+                "MetadataId": str(
+                    uuid.uuid5(uuid.NAMESPACE_URL, f"{table.logical_name}/{logical}")
+                ),
+            }
+            rows.append({c: row[c] for c in (*select, "MetadataId")} if select else row)
+        sel = f"({','.join(select)})" if select else ""
+        return odata_response(
+            200,
+            {
+                "@odata.context": f"{api}/$metadata#EntityDefinitions('{table.logical_name}')/Attributes{sel}",
+                "value": rows,
+            },
+        )
+
+    def _require_read(self, table: Table, claims) -> None:
+        """403 as Dataverse answers when the caller's security roles lack Read on a table."""
+        if table.logical_name in self.read_denied:
+            privilege = {
+                "systemuser": "prvReadUser",
+                "contact": "prvReadContact",
+                "businessunit": "prvReadBusinessUnit",
+            }[table.logical_name]
+            otc = {"systemuser": 8, "contact": 2, "businessunit": 10}[table.logical_name]
+            caller = (claims or {}).get("oid", "00000000-0000-0000-0000-000000000000")
+            raise ApiError(
+                403,
+                "0x80040220",
+                f"Principal user (Id={caller}, type=8, roleCount=1, privilegeCount=0, "
+                f"accessMode=4), is missing {privilege} privilege "
+                f"(Id={uuid.uuid5(uuid.NAMESPACE_URL, privilege)}) on OTC={otc} for entity "
+                f"'{table.logical_name}'. context.Caller={caller}",
+            )
+
     def _entity_request(self, method, api, path, raw_query, headers, prefer, claims, body):
         name, sep, rest = path.partition("/")
         key = None
         if "(" in name and name.endswith(")"):
             name, _, key = name[:-1].partition("(")
         table = self._table(name)
+        if method == "GET":
+            self._require_read(table, claims)
         if key is not None:
             guid = key.strip()
             if guid.startswith(f"{table.primary_key}="):

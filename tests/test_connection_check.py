@@ -37,10 +37,11 @@ def test_a_wrong_secret_stops_at_sign_in_and_says_what_to_fix(admin_client, sett
 def test_an_application_user_without_read_privilege_fails_at_reading(
     admin_client, setting, simulator
 ):
-    simulator.inject_fault("status", count=5, status=403, path_contains="/systemusers")
+    simulator.set_read_privilege("systemuser", False)
     page = admin_client.post(reverse("dynamics_crm:test_connection")).content.decode()
     assert "✓ Reach Dynamics 365 (WhoAmI)" in page
     assert "✗ Read users" in page and "security role with organization-level Read on Users" in page
+    assert "is missing prvReadUser privilege" in page  # Dynamics' own words, passed on
 
 
 @pytest.mark.django_db

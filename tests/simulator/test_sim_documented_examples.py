@@ -553,3 +553,36 @@ def test_429_retry_after_is_whole_seconds(sim, send):
     )
     assert re.fullmatch(r"[1-9]\d*", resp.headers["retry-after"])
     assert int(resp.headers["retry-after"]) <= 300
+
+
+def test_entity_attributes_list_the_tables_columns(api):
+    """EntityDefinitions(LogicalName='systemuser')/Attributes, as Airbyte's connector and
+    schema discovery read it (reference: query-metadata-web-api.md)."""
+    response = api.get(
+        "/EntityDefinitions(LogicalName='systemuser')/Attributes?$select=LogicalName,AttributeType"
+    )
+    assert response.status_code == 200
+    attributes = {a["LogicalName"]: a["AttributeType"] for a in response.json()["value"]}
+    assert attributes["systemuserid"] == "Uniqueidentifier"
+    assert attributes["internalemailaddress"] == "String"
+    assert attributes["isdisabled"] == "Boolean"
+    assert attributes["businessunitid"] == "Lookup"
+    assert set(response.json()["value"][0]) == {"LogicalName", "AttributeType", "MetadataId"}
+
+
+def test_a_missing_read_privilege_answers_403_like_dataverse(sim, api):
+    """403 PrivilegeDenied (0x80040220) when the security role lacks Read on a table
+    (reference: Microsoft's troubleshooting of missing privileges)."""
+    sim.set_read_privilege("systemuser", False)
+    try:
+        response = api.get("/systemusers?$select=fullname")
+        assert response.status_code == 403
+        error = response.json()["error"]
+        assert error["code"] == "0x80040220"
+        assert (
+            "is missing prvReadUser privilege" in error["message"] and "OTC=8" in error["message"]
+        )
+        assert api.get("/contacts?$select=fullname").status_code == 200
+    finally:
+        sim.set_read_privilege("systemuser", True)
+    assert api.get("/systemusers?$select=fullname").status_code == 200
