@@ -7,10 +7,18 @@ from django.core.management.base import BaseCommand
 
 class Command(BaseCommand):
     help = (
-        "Serve a simulated Dynamics 365 organization and its Entra ID tenant over HTTPS "
-        "(the dataverse_sim package; run `python -m dataverse_sim --help` for its control "
-        "API). It prints its organization URI, authority host, tenant, client id and secret "
-        "and CA file; --info-file also writes them as one JSON object."
+        "Serve a simulated Dynamics 365 organization and its Entra ID tenant over HTTPS with a "
+        "certificate from a local CA (the dataverse_sim package). It prints its organization "
+        "URI, authority host, tenant, client id and secret, CA file, control URL and token; "
+        "--info-file also writes them as one JSON object (organization_uri, authority_host, "
+        "tenant_id, client_id, client_secret, ca_bundle, control_url, control_token). "
+        "The control API (loopback only, 'Authorization: Bearer <control token>') under "
+        "<control URL>/: users (POST; GET/PATCH/DELETE users/<id>; POST users/<id>/disable or "
+        "/enable), throttling (PUT limits), faults (POST: 429/500/503 with Retry-After, reset "
+        "connections, slow answers, truncated or malformed JSON, for the next N requests), "
+        "tokens/expire, secret/rotate|revoke|expire, certificates, privileges (PUT "
+        '{"table": "systemuser", "read": false}), clock/advance, requests (the log), reset. '
+        "`python -m dataverse_sim --help` details each one."
     )
 
     def add_arguments(self, parser):
