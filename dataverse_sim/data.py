@@ -221,9 +221,14 @@ def make_contact_table() -> Table:
     )
 
 
-def generate_contacts(seed: int, count: int, owners: list[str]) -> list[Row]:
-    """Customer contacts (read-only sample data; not part of the user sync)."""
+CONTACT_DEPARTMENTS = ("Purchasing", "Operations", "Training", "Finance", "IT", None)
+
+
+def generate_contacts(seed: int, count: int, owners: list[str], first_version: int = 1) -> list[Row]:
+    """Customer and partner contacts: people a company may train as learners."""
     rng = random.Random(f"{seed}:contacts")
+    # The newer columns draw from their own stream, so the older ones keep their values.
+    more = random.Random(f"{seed}:contacts:more")
     rows: list[Row] = []
     start = 1514764800
     for i in range(count):
@@ -232,10 +237,17 @@ def generate_contacts(seed: int, count: int, owners: list[str]) -> list[Row]:
         created = start + rng.random() * (DATASET_EPOCH - start)
         active = rng.random() < 0.9
         local = f"{ascii_fold(first)}.{ascii_fold(last).replace(' ', '')}".lower()
+        city, _state, _postal, country, phone = LOCATIONS[int(more.random() * len(LOCATIONS))]
+        extra = {
+            "address1_city": city,
+            "address1_country": country,
+            "mobilephone": f"{phone}{int(more.random() * 10000):04d}" if more.random() < 0.5 else None,
+            "department": CONTACT_DEPARTMENTS[int(more.random() * len(CONTACT_DEPARTMENTS))],
+        }
         rows.append(
             (
                 _guid(rng),
-                500_001 + i,
+                first_version + i,
                 f"{first} {last}",
                 first,
                 last,
@@ -248,7 +260,7 @@ def generate_contacts(seed: int, count: int, owners: list[str]) -> list[Row]:
                 1 if active else 2,
                 iso(created),
                 iso(created),
-                None,
+                {k: v for k, v in extra.items() if v is not None} or None,
             )
         )
     return rows
@@ -615,9 +627,12 @@ class Store:
                 gc.freeze()  # big organizations only: freezing also pins unrelated garbage
             self.businessunits.load(bus)
             owners = [r[0] for r in users[:50]]
-            self.contacts.load(generate_contacts(self.seed, max(10, self.user_count // 5), owners))
+            contacts = generate_contacts(
+                self.seed, max(10, self.user_count // 5), owners, first_version=version + 1
+            )
+            self.contacts.load(contacts)
             self.systemusers.load(users)
-            self.version = version
+            self.version = version + len(contacts)
             self.tombstones = []
             self._rng = random.Random(f"{self.seed}:runtime")
 
@@ -727,6 +742,51 @@ class Store:
             if row is None:
                 raise KeyError(user_id)
             self.tombstones.append((self.next_version(), "systemusers", row[0]))
+
+    # -- contacts ----------------------------------------------------------------
+
+    def create_contact(self, **fields: Any) -> str:
+        """Create a contact (statecode 0, active, unless given); returns its contactid."""
+        with self.lock:
+            now = iso(self.clock())
+            cid = str(fields.get("contactid") or _guid(self._rng)).lower()
+            values = {"statecode": 0, "statuscode": 1, "createdon": now, "modifiedon": now, **fields}
+            values["contactid"] = cid
+            values.setdefault("fullname", _fullname(values.get("firstname"), values.get("lastname")))
+            values["versionnumber"] = self.next_version()
+            self.contacts.put(self.contacts.make_row(values))
+            return cid
+
+    def update_contact(self, contact_id: str, **fields: Any) -> dict[str, Any]:
+        """Change columns of a contact; bumps versionnumber and modifiedon."""
+        with self.lock:
+            table = self.contacts
+            row = table.get(contact_id)
+            if row is None:
+                raise KeyError(contact_id)
+            values = {**table.record_dict(row), **fields}
+            if ("firstname" in fields or "lastname" in fields) and "fullname" not in fields:
+                values["fullname"] = _fullname(values.get("firstname"), values.get("lastname"))
+            values["versionnumber"] = self.next_version()
+            values.setdefault("modifiedon", iso(self.clock()))
+            if "modifiedon" not in fields:
+                values["modifiedon"] = iso(self.clock())
+            table.put(table.make_row(values))
+            return table.record_dict(table.get(contact_id))
+
+    def delete_contact(self, contact_id: str) -> None:
+        with self.lock:
+            row = self.contacts.remove(contact_id)
+            if row is None:
+                raise KeyError(contact_id)
+            self.tombstones.append((self.next_version(), "contacts", row[0]))
+
+    def contacts_records(self) -> Iterator[dict[str, Any]]:
+        with self.lock:
+            rows = [self.contacts.get(guid) for guid in list(self.contacts.order)]
+        for row in rows:
+            if row is not None:
+                yield self.contacts.record_dict(row)
 
     def get_user(self, user_id: str) -> dict[str, Any] | None:
         with self.lock:

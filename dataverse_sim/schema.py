@@ -275,8 +275,18 @@ CONTACT_COLUMNS: tuple[str, ...] = (
     "createdon",
     "modifiedon",
     "versionnumber",
+    "mobilephone",
+    "address1_city",
+    "address1_country",
+    "employeeid",
+    "department",
 )
 CONTACT_TYPES: dict[str, str] = {
+    "mobilephone": STRING,
+    "address1_city": STRING,
+    "address1_country": STRING,
+    "employeeid": STRING,
+    "department": STRING,
     "contactid": GUID,
     "fullname": STRING,
     "firstname": STRING,

@@ -50,5 +50,5 @@ def test_change_tracking_off_is_explained(
 ):
     setting = connect(company, make_simulator(change_tracking=False))
     page = admin_client.post(reverse("dynamics_crm:test_connection")).content.decode()
-    assert "✓ Change tracking" in page and "Off for the User table" in page
+    assert "✓ Change tracking" in page and "Off for the systemuser table" in page
     assert setting.pk

@@ -13,7 +13,7 @@ def test_the_design_notes_record_maps_to_a_disabled_person():
     mapped = map_systemuser(DESIGN_NOTE_RECORD)
 
     assert mapped.skip_reason == ""
-    assert mapped.systemuser_id == uuid.UUID("9025bbf4-3430-4d0c-bfcf-16f0bf7fbc80")
+    assert mapped.record_id == uuid.UUID("9025bbf4-3430-4d0c-bfcf-16f0bf7fbc80")
     assert mapped.email == "davids@crmdemo.dynamics.com"
     assert mapped.fields == {
         "first_name": "David",

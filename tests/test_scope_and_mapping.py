@@ -80,6 +80,7 @@ def admin_client(client, site_admin):
 
 def mapping_post(**overrides):
     data = {
+        "source_table": "systemusers",
         "conditions": "",
         "first_name__column": "firstname",
         "first_name__policy": "always",
@@ -156,3 +157,55 @@ def test_a_malformed_condition_says_what_is_wrong(admin_client, setting):
         reverse("dynamics_crm:mapping"), mapping_post(action="save", conditions="jobtitle like x")
     )
     assert "Line 1: &#x27;like&#x27; is not an operator" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_contacts_as_the_source_create_update_and_deactivate_learners(setting, simulator):
+    setting.refresh_from_db()
+    setting.source_table = "contacts"
+    setting.save(update_fields=["source_table"])
+    contacts = [c for c in simulator.store.contacts_records() if c.get("emailaddress1")]
+    active = [c for c in contacts if c["statecode"] == 0]
+
+    run = sync(setting)
+
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    users = User.objects.filter(company=setting.company)
+    assert {u.email.lower() for u in users} == {c["emailaddress1"].lower() for c in active}
+    assert all(u.dynamics_contact_id and u.dynamics_systemuser_id is None for u in users)
+    first = User.objects.get(dynamics_contact_id=active[0]["contactid"])
+    assert first.city == (active[0]["address1_city"] or "")
+
+    # A contact changes, another becomes inactive, a new one arrives: one delta.
+    simulator.store.update_contact(active[0]["contactid"], jobtitle="Head of Purchasing")
+    simulator.store.update_contact(active[1]["contactid"], statecode=1, statuscode=2)
+    simulator.store.create_contact(
+        firstname="Noor", lastname="Haddad", emailaddress1="noor@partner.example"
+    )
+    delta = sync(setting)
+
+    assert delta.mode == SyncRun.Mode.DELTA and delta.records == 3
+    assert (delta.created, delta.updated, delta.deactivated) == (1, 1, 1)
+    assert (
+        User.objects.get(dynamics_contact_id=active[0]["contactid"]).job_title
+        == "Head of Purchasing"
+    )
+    gone = User.objects.get(dynamics_contact_id=active[1]["contactid"])
+    assert not gone.is_active
+    assert delta.changes.filter(reason="Inactive in Dynamics.").count() == 1
+
+
+@pytest.mark.django_db
+def test_switching_the_source_resets_the_mapping_and_reconciles(admin_client, setting):
+    setting.refresh_from_db()
+    setting.field_mapping = {"job_title": {"column": "title"}}
+    setting.save(update_fields=["field_mapping"])
+
+    response = admin_client.post(
+        reverse("dynamics_crm:mapping"), mapping_post(action="save", source_table="contacts")
+    )
+
+    assert response.status_code == 302
+    setting.refresh_from_db()
+    assert setting.source_table == "contacts" and setting.field_mapping == {}
+    assert SyncRun.objects.get(company=setting.company).full

@@ -70,6 +70,8 @@ class User(AbstractBaseUser):
     )
     # The Dynamics records this user is linked to. Set by an integration, never by hand.
     dynamics_systemuser_id = models.UUIDField(null=True, blank=True)
+    # ...or the Dynamics contact, where a company syncs its customers or partners.
+    dynamics_contact_id = models.UUIDField(null=True, blank=True)
     entra_object_id = models.UUIDField(null=True, blank=True, db_index=True)
     # Set when a sync deactivated the user, so that a sync only ever reactivates the users
     # it deactivated itself and never undoes an admin's own suspension.
@@ -94,6 +96,11 @@ class User(AbstractBaseUser):
                 fields=["company", "dynamics_systemuser_id"],
                 condition=models.Q(dynamics_systemuser_id__isnull=False),
                 name="users_systemuser_unique_per_company",
+            ),
+            models.UniqueConstraint(
+                fields=["company", "dynamics_contact_id"],
+                condition=models.Q(dynamics_contact_id__isnull=False),
+                name="users_contact_unique_per_company",
             ),
         ]
         indexes = [models.Index(fields=["company", "last_name", "first_name"])]

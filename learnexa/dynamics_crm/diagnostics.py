@@ -43,18 +43,20 @@ def test_connection(setting: DynamicsCrmSetting) -> list[Check]:
                     f"Connected as application user {who.get('UserId', '?')}.",
                 )
             )
-            url = client.collection_url("systemusers", select=Mapping.for_setting(setting).columns)
+            mapping = Mapping.for_setting(setting)
+            url = client.collection_url(mapping.source.key, select=mapping.columns)
             client.page_size = 1
             next(client.pages(url))
-            checks.append(Check("Read users", True, "The application user can read users."))
-            tracking = client.change_tracking_enabled("systemuser")
+            checks.append(Check("Read users", True, f"It can read {mapping.source.label.lower()}."))
+            tracking = client.change_tracking_enabled(mapping.source.logical_name)
             checks.append(
                 Check(
                     "Change tracking",
                     True,
                     "On: scheduled syncs read only what changed."
                     if tracking
-                    else "Off for the User table: scheduled syncs poll for recent changes instead, and "
+                    else f"Off for the {mapping.source.logical_name} table: scheduled syncs poll for "
+                    "recent changes instead, and "
                     "deletions are noticed at each full reconciliation. An administrator can turn "
                     "on Track changes for the table in Power Apps.",
                 )

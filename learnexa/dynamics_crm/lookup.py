@@ -35,8 +35,8 @@ class Lookup:
     error: str = ""
 
 
-def email_filter(email: str) -> str:
-    return "internalemailaddress eq '" + email.strip().replace("'", "''") + "'"
+def email_filter(email: str, column: str = "internalemailaddress") -> str:
+    return f"{column} eq '" + email.strip().replace("'", "''") + "'"
 
 
 def lookup_person(setting: DynamicsCrmSetting, email: str, *, apply: bool = False) -> Lookup:
@@ -52,19 +52,16 @@ def lookup_person(setting: DynamicsCrmSetting, email: str, *, apply: bool = Fals
     )
     try:
         with open_client(setting) as client:
-            url = client.collection_url(
-                "systemusers", select=mapping.columns, filter=email_filter(email)
-            )
-            result.steps.append(
-                f"Asked Entra ID for a token and Dynamics for: {email_filter(email)}"
-            )
+            query = email_filter(email, mapping.source.email_column)
+            url = client.collection_url(mapping.source.key, select=mapping.columns, filter=query)
+            result.steps.append(f"Asked Entra ID for a token and Dynamics for: {query}")
             page = next(client.pages(url))
     except (AuthenticationError, DataverseError) as exc:
         result.error = str(exc)
         result.steps.append(f"Failed: {exc}")
         return result
     result.records = page.records
-    result.steps.append(f"Dynamics found {len(page.records)} user(s) with that email.")
+    result.steps.append(f"Dynamics found {len(page.records)} record(s) with that email.")
     mapped = [mapping.map(record) for record in page.records]
     plan = plan_changes(setting.company, mapped, mapping, create_users=setting.create_users)
     for change in plan.changes:

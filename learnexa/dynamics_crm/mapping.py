@@ -82,14 +82,64 @@ DEFAULT_RULES = (
     FieldRule("department", "_businessunitid_value"),
 )
 
+CONTACT_RULES = (
+    FieldRule("first_name", "firstname"),
+    FieldRule("last_name", "lastname"),
+    FieldRule("job_title", "jobtitle"),
+    FieldRule("phone", "telephone1", fallback="mobilephone"),
+    FieldRule("city", "address1_city"),
+    FieldRule("country", "address1_country"),
+    FieldRule("employee_id", "employeeid"),
+    FieldRule("department", "department"),
+)
+
 _email_validator = EmailValidator()
+
+
+@dataclass(frozen=True)
+class Source:
+    """A Dataverse table people are synced from, and how to read who a record is."""
+
+    key: str  # the entity set
+    logical_name: str
+    label: str
+    id_column: str
+    email_column: str
+    # The users field that links a user to a record of this table.
+    link_field: str
+    identity_columns: tuple[str, ...]
+    default_rules: tuple[FieldRule, ...]
+    # The column a business-unit scope compares, or "" where the table has none.
+    business_unit_column: str
+
+    def identity(self, record: dict) -> MappedRecord:
+        """Who the record is, and whether it is a person the sync should look at."""
+        mapped = MappedRecord(record_id=parse_guid(record.get(self.id_column)))
+        raw_email = record.get(self.email_column)
+        mapped.email = email = clean_text(raw_email, 1000) if isinstance(raw_email, str) else ""
+        if mapped.record_id is None:
+            mapped.skip_reason = f"The record has no valid {self.id_column}."
+        elif reason := (self is SYSTEMUSERS and _not_a_person(record)):
+            mapped.skip_reason = reason
+        elif not email:
+            mapped.skip_reason = f"No primary email ({self.email_column}) in Dynamics."
+        elif not valid_email(email):
+            mapped.skip_reason = f"The primary email isn't a valid address: {email[:100]!r}."
+        elif self is SYSTEMUSERS:
+            mapped.entra_object_id = parse_guid(record.get("azureactivedirectoryobjectid"))
+            if _flag(record.get("isdisabled")):
+                mapped.is_enabled, mapped.disabled_reason = False, "Disabled in Dynamics."
+        elif _number(record.get("statecode")) == 1:
+            mapped.is_enabled, mapped.disabled_reason = False, "Inactive in Dynamics."
+        return mapped
 
 
 @dataclass
 class MappedRecord:
     """What a record says the user should look like, or why it is left alone."""
 
-    systemuser_id: uuid.UUID | None
+    # The Dynamics record's id: a systemuserid, or a contactid.
+    record_id: uuid.UUID | None
     email: str = ""
     fields: dict[str, str] = field(default_factory=dict)
     entra_object_id: uuid.UUID | None = None
@@ -167,26 +217,25 @@ class Scope:
 
     business_units: tuple[str, ...] = ()
     conditions: tuple[Condition, ...] = ()
+    unit_column: str = "_businessunitid_value"
 
     @classmethod
-    def from_config(cls, business_units, conditions) -> Scope:
+    def from_config(cls, business_units, conditions, unit_column="_businessunitid_value") -> Scope:
         units = tuple(str(u).lower() for u in business_units or () if parse_guid(str(u)))
-        return cls(units, tuple(Condition(**c) for c in conditions or ()))
+        if units and not unit_column:
+            raise ValueError("This table has no business unit to narrow the scope by.")
+        return cls(units, tuple(Condition(**c) for c in conditions or ()), unit_column)
 
     @property
     def columns(self) -> list[str]:
-        return (["_businessunitid_value"] if self.business_units else []) + [
+        return ([self.unit_column] if self.business_units else []) + [
             c.column for c in self.conditions
         ]
 
     def excludes(self, record: dict) -> str:
-        if (
-            self.business_units
-            and str(record.get("_businessunitid_value") or "").lower() not in self.business_units
-        ):
-            unit = record.get("_businessunitid_value" + FORMATTED) or record.get(
-                "_businessunitid_value"
-            )
+        column = self.unit_column
+        if self.business_units and str(record.get(column) or "").lower() not in self.business_units:
+            unit = record.get(column + FORMATTED) or record.get(column)
             return f"Out of the sync's scope: business unit {unit or 'none'} is not one of those chosen."
         for condition in self.conditions:
             if not condition.matches(record):
@@ -195,20 +244,30 @@ class Scope:
 
 
 class Mapping:
-    def __init__(self, rules: tuple[FieldRule, ...] = DEFAULT_RULES, scope: Scope = Scope()):
-        self.rules = rules
+    def __init__(
+        self,
+        rules: tuple[FieldRule, ...] | None = None,
+        scope: Scope = Scope(),
+        source: Source | None = None,
+    ):
+        self.source = source or SYSTEMUSERS
+        self.rules = self.source.default_rules if rules is None else rules
         self.scope = scope
 
     @classmethod
     def for_setting(cls, setting) -> Mapping:
-        mapping = cls.from_config(setting.field_mapping or {})
-        mapping.scope = Scope.from_config(setting.scope_business_units, setting.scope_conditions)
+        source = SOURCES.get(setting.source_table, SYSTEMUSERS)
+        mapping = cls.from_config(setting.field_mapping or {}, source)
+        mapping.scope = Scope.from_config(
+            setting.scope_business_units, setting.scope_conditions, source.business_unit_column
+        )
         return mapping
 
     @classmethod
-    def from_config(cls, config: dict) -> Mapping:
+    def from_config(cls, config: dict, source: Source | None = None) -> Mapping:
         """The defaults, with the company's choices over them; unknown fields are refused."""
-        rules = {rule.field: rule for rule in DEFAULT_RULES}
+        source = source or SYSTEMUSERS
+        rules = {rule.field: rule for rule in source.default_rules}
         for name, options in config.items():
             if name not in FIELD_LENGTHS:
                 raise ValueError(f"'{name}' is not a user field that can be mapped.")
@@ -223,12 +282,12 @@ class Mapping:
             if rule.policy not in dict(Policy.CHOICES):
                 raise ValueError(f"'{rule.policy}' is not a policy for '{name}'.")
             rules[name] = rule
-        return cls(tuple(rules.values()))
+        return cls(tuple(rules.values()), source=source)
 
     @property
     def columns(self) -> list[str]:
         """The $select: identity columns and the mapped ones, nothing else."""
-        columns = list(IDENTITY_COLUMNS)
+        columns = list(self.source.identity_columns)
         wanted = [
             c for rule in self.rules for c in (rule.column, rule.fallback)
         ] + self.scope.columns
@@ -241,7 +300,11 @@ class Mapping:
     def fingerprint(self) -> str:
         """Changes whenever what is read or how it is applied changes."""
         payload = json.dumps(
-            {"rules": [asdict(rule) for rule in self.rules], "scope": asdict(self.scope)},
+            {
+                "source": self.source.key,
+                "rules": [asdict(rule) for rule in self.rules],
+                "scope": asdict(self.scope),
+            },
             sort_keys=True,
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
@@ -250,7 +313,7 @@ class Mapping:
         return next((r for r in self.rules if r.field == name), None)
 
     def map(self, record: dict) -> MappedRecord:
-        mapped = map_identity(record)
+        mapped = self.source.identity(record)
         if mapped.skip_reason:
             return mapped
         if reason := self.scope.excludes(record):
@@ -313,31 +376,6 @@ def parse_guid(value) -> uuid.UUID | None:
         return None
 
 
-def map_identity(record: dict) -> MappedRecord:
-    """Who the record is, and whether it is a person the sync should look at."""
-    systemuser_id = parse_guid(record.get("systemuserid"))
-    mapped = MappedRecord(systemuser_id=systemuser_id)
-    raw_email = record.get("internalemailaddress")
-    email = clean_text(raw_email, 1000) if isinstance(raw_email, str) else ""
-    mapped.email = email
-
-    if systemuser_id is None:
-        mapped.skip_reason = "The record has no valid systemuserid."
-    elif record.get("applicationid"):
-        mapped.skip_reason = "An application user, not a person."
-    elif (mode := _number(record.get("accessmode"))) in NON_HUMAN_ACCESS_MODES:
-        mapped.skip_reason = f"Not a person: {NON_HUMAN_ACCESS_MODES[mode]}."
-    elif not email:
-        mapped.skip_reason = "No primary email (internalemailaddress) in Dynamics."
-    elif not valid_email(email):
-        mapped.skip_reason = f"The primary email isn't a valid address: {email[:100]!r}."
-    else:
-        mapped.entra_object_id = parse_guid(record.get("azureactivedirectoryobjectid"))
-        if _flag(record.get("isdisabled")):
-            mapped.is_enabled, mapped.disabled_reason = False, "Disabled in Dynamics."
-    return mapped
-
-
 def _flag(value) -> bool:
     """A yes/no column, also when it comes as text or a number ("true", 1)."""
     if isinstance(value, str):
@@ -352,6 +390,15 @@ def _number(value):
     return value
 
 
+def _not_a_person(record: dict) -> str:
+    if record.get("applicationid"):
+        return "An application user, not a person."
+    mode = _number(record.get("accessmode"))
+    if isinstance(mode, int) and mode in NON_HUMAN_ACCESS_MODES:
+        return f"Not a person: {NON_HUMAN_ACCESS_MODES[mode]}."
+    return ""
+
+
 def valid_email(email: str) -> bool:
     try:
         if len(email) > 254:
@@ -361,6 +408,30 @@ def valid_email(email: str) -> bool:
         return False
     return True
 
+
+SYSTEMUSERS = Source(
+    key="systemusers",
+    logical_name="systemuser",
+    label="Users (the people who work in Dynamics)",
+    id_column="systemuserid",
+    email_column="internalemailaddress",
+    link_field="dynamics_systemuser_id",
+    identity_columns=tuple(IDENTITY_COLUMNS),
+    default_rules=DEFAULT_RULES,
+    business_unit_column="_businessunitid_value",
+)
+CONTACTS = Source(
+    key="contacts",
+    logical_name="contact",
+    label="Contacts (customers and partners)",
+    id_column="contactid",
+    email_column="emailaddress1",
+    link_field="dynamics_contact_id",
+    identity_columns=("contactid", "emailaddress1", "statecode"),
+    default_rules=CONTACT_RULES,
+    business_unit_column="",
+)
+SOURCES = {source.key: source for source in (SYSTEMUSERS, CONTACTS)}
 
 DEFAULT_MAPPING = Mapping()
 SYSTEMUSER_COLUMNS = DEFAULT_MAPPING.columns

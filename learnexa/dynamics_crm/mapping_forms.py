@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from django import forms
 
-from .mapping import DEFAULT_RULES, FIELD_LENGTHS, OPERATORS, Condition, Mapping, Policy
+from .mapping import (
+    DEFAULT_RULES,
+    FIELD_LENGTHS,
+    OPERATORS,
+    SOURCES,
+    Condition,
+    Mapping,
+    Policy,
+)
 
 FIELD_LABELS = {
     "first_name": "First name",
@@ -47,6 +55,12 @@ def conditions_text(conditions: list[dict]) -> str:
 
 
 class ScopeForm(forms.Form):
+    source_table = forms.ChoiceField(
+        choices=[(source.key, source.label) for source in SOURCES.values()],
+        widget=forms.RadioSelect,
+        label="Sync people from",
+        help_text="Changing the table starts its field mapping from the defaults.",
+    )
     business_units = forms.MultipleChoiceField(
         required=False,
         widget=forms.CheckboxSelectMultiple,

@@ -12,7 +12,7 @@ from .credentials import AuthenticationError
 from .dataverse import DataverseError
 from .jobs import enqueue_sync
 from .lookup import email_filter
-from .mapping import Mapping, Scope
+from .mapping import SOURCES, SYSTEMUSERS, Mapping, Scope
 from .mapping_forms import FIELD_LABELS, MappingForm, ScopeForm, conditions_text
 from .models import DynamicsCrmSetting, SyncRun
 from .sync import open_client
@@ -31,10 +31,14 @@ def _dynamics(setting, mapping: Mapping | None, sample_email: str = ""):
             ]
             if mapping is not None:
                 client.page_size = 1
+                source = mapping.source
+                people = "applicationid eq null" if source is SYSTEMUSERS else "statecode eq 0"
                 url = client.collection_url(
-                    "systemusers",
+                    source.key,
                     select=mapping.columns,
-                    filter=email_filter(sample_email) if sample_email else "applicationid eq null",
+                    filter=email_filter(sample_email, source.email_column)
+                    if sample_email
+                    else people,
                 )
                 records = next(client.pages(url)).records
                 sample = records[0] if records else None
@@ -52,6 +56,7 @@ def mapping_page(request):
         request.POST if posted else None,
         units=[],
         initial={
+            "source_table": current.source.key,
             "business_units": list(current.scope.business_units),
             "conditions": conditions_text(setting.scope_conditions or []),
         },
@@ -65,21 +70,35 @@ def mapping_page(request):
         units, _, error = _dynamics(setting, None)
         scope_form.fields["business_units"].choices = units
         if scope_form.is_valid() and mapping_form.is_valid():
-            proposed = Mapping.from_config(mapping_form.cleaned_data["config"])
-            proposed.scope = Scope.from_config(
-                scope_form.cleaned_data["business_units"], scope_form.cleaned_data["conditions"]
-            )
+            source = SOURCES[scope_form.cleaned_data["source_table"]]
+            if source is not current.source:
+                # Another table has other columns: start from its defaults.
+                config, units_chosen = {}, []
+            else:
+                config, units_chosen = (
+                    mapping_form.cleaned_data["config"],
+                    scope_form.cleaned_data["business_units"],
+                )
+            proposed = Mapping.from_config(config, source)
+            try:
+                proposed.scope = Scope.from_config(
+                    units_chosen, scope_form.cleaned_data["conditions"], source.business_unit_column
+                )
+            except ValueError as exc:
+                scope_form.add_error("business_units", str(exc))
     units, sample, read_error = _dynamics(setting, proposed, sample_email)
     scope_form.fields["business_units"].choices = units
     error = error or read_error
 
     valid = posted and scope_form.is_valid() and mapping_form.is_valid() and not error
     if valid and request.POST.get("action") == "save":
-        setting.field_mapping = mapping_form.cleaned_data["config"]
+        setting.source_table = proposed.source.key
+        setting.field_mapping = config
         setting.scope_business_units = list(proposed.scope.business_units)
         setting.scope_conditions = scope_form.cleaned_data["conditions"]
         setting.save(
             update_fields=[
+                "source_table",
                 "field_mapping",
                 "scope_business_units",
                 "scope_conditions",

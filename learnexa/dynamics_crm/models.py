@@ -146,6 +146,12 @@ class DynamicsCrmSetting(models.Model):
     deactivation_limit_percent = models.PositiveSmallIntegerField(
         default=10, validators=[MaxValueValidator(100)]
     )
+    # Which table people are synced from (see mapping.SOURCES).
+    source_table = models.CharField(
+        max_length=16,
+        choices=[("systemusers", "Users"), ("contacts", "Contacts")],
+        default="systemusers",
+    )
     # user field → {"column", "fallback", "policy", "clear"}; empty means the defaults.
     field_mapping = models.JSONField(default=dict, blank=True)
     # -- scope (see mapping.Scope): business unit ids, and [{"column", "operator", "value"}]

@@ -40,8 +40,10 @@ def dashboard(request):
 
 
 def user(request, person):
-    if not person.dynamics_systemuser_id:
+    linked = person.dynamics_systemuser_id or person.dynamics_contact_id
+    if not linked:
         return None
+    table = "systemuser" if person.dynamics_systemuser_id else "contact"
     setting = DynamicsCrmSetting.objects.filter(company=request.company).first()
     changes = (
         SyncChange.objects.filter(user=person, run__company=request.company)
@@ -49,12 +51,16 @@ def user(request, person):
         .order_by("-run__queued_at", "-id")[:50]
     )
     record_url = (
-        f"{setting.organization_uri}/main.aspx?pagetype=entityrecord&etn=systemuser"
-        f"&id={person.dynamics_systemuser_id}"
+        f"{setting.organization_uri}/main.aspx?pagetype=entityrecord&etn={table}&id={linked}"
         if setting
         else ""
     )
-    return "dynamics_crm/panel_user.html", {"changes": changes, "record_url": record_url}
+    return "dynamics_crm/panel_user.html", {
+        "changes": changes,
+        "record_url": record_url,
+        "linked": linked,
+        "table": table,
+    }
 
 
 def register() -> None:

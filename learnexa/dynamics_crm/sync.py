@@ -94,6 +94,8 @@ class Change:
 
 @dataclass
 class Plan:
+    # The users field linking a user to a record of the table being synced.
+    link: str = "dynamics_systemuser_id"
     creates: list[User] = field(default_factory=list)
     # changed field names → the users whose changes are exactly those fields
     updates: dict[tuple[str, ...], list[User]] = field(default_factory=dict)
@@ -116,7 +118,7 @@ class Plan:
         self.changes.append(
             Change(
                 user,
-                mapped.systemuser_id if mapped else user.dynamics_systemuser_id,
+                mapped.record_id if mapped else getattr(user, self.link),
                 (mapped.email if mapped else user.email)[:254],
                 action,
                 fields or {},
@@ -156,18 +158,18 @@ def open_client(setting: DynamicsCrmSetting, **options) -> DataverseClient:
 # -- match and plan ---------------------------------------------------------------------
 
 
-def _match_candidates(company: Company, records: list[MappedRecord]):
-    ids = [r.systemuser_id for r in records if r.systemuser_id]
+def _match_candidates(company: Company, records: list[MappedRecord], link: str):
+    ids = [r.record_id for r in records if r.record_id]
     entra_ids = [r.entra_object_id for r in records if r.entra_object_id]
     emails = list({r.email_key for r in records if r.email_key})
     users = User.objects.filter(company=company)
-    by_id = {u.dynamics_systemuser_id: u for u in users.filter(dynamics_systemuser_id__in=ids)}
+    by_id = {getattr(u, link): u for u in users.filter(**{f"{link}__in": ids})}
     by_entra = {}
     if entra_ids:
         for u in users.filter(entra_object_id__in=entra_ids):
-            by_entra[u.entra_object_id] = by_id.get(u.dynamics_systemuser_id, u)
+            by_entra[u.entra_object_id] = by_id.get(getattr(u, link), u)
     by_email = {
-        u.email.lower(): by_id.get(u.dynamics_systemuser_id, u)
+        u.email.lower(): by_id.get(getattr(u, link), u)
         for u in users.annotate(email_lower=Lower("email")).filter(email_lower__in=emails)
     }
     return by_id, by_entra, by_email
@@ -189,8 +191,9 @@ def plan_changes(
     admin; nobody is duplicated or merged.
     """
     now = now or timezone.now()
-    plan = Plan()
-    by_id, by_entra, by_email = _match_candidates(company, records)
+    plan = Plan(link=mapping.source.link_field)
+    link = plan.link
+    by_id, by_entra, by_email = _match_candidates(company, records, link)
     claimed: set[int] = set()
     planned_emails: set[str] = set()
 
@@ -199,19 +202,19 @@ def plan_changes(
             plan.record(Action.SKIPPED, mapped, reason=mapped.skip_reason)
             continue
 
-        user = by_id.get(mapped.systemuser_id) or (
+        user = by_id.get(mapped.record_id) or (
             by_entra.get(mapped.entra_object_id) if mapped.entra_object_id else None
         )
         if user is None:
             user = by_email.get(mapped.email_key)
-            if user is not None and user.dynamics_systemuser_id not in (None, mapped.systemuser_id):
+            if user is not None and getattr(user, link) not in (None, mapped.record_id):
                 plan.record(
                     Action.SKIPPED,
                     mapped,
                     user,
                     reason=(
                         f"This email belongs to a platform user linked to another Dynamics user "
-                        f"({user.dynamics_systemuser_id}); two Dynamics users share it. Give each "
+                        f"({getattr(user, link)}); two Dynamics users share it. Give each "
                         "person their own email in Dynamics."
                     ),
                 )
@@ -253,7 +256,7 @@ def _plan_create(plan: Plan, company: Company, mapped: MappedRecord, now) -> Non
         company=company,
         email=mapped.email,
         created_source=User.Source.DYNAMICS_CRM,
-        dynamics_systemuser_id=mapped.systemuser_id,
+        **{plan.link: mapped.record_id},
         entra_object_id=mapped.entra_object_id,
         created_at=now,
         updated_at=now,
@@ -291,7 +294,7 @@ def _plan_update(
         else:
             diff["email"] = [user.email, mapped.email]
     for name, value in (
-        ("dynamics_systemuser_id", mapped.systemuser_id),
+        (plan.link, mapped.record_id),
         ("entra_object_id", mapped.entra_object_id),
     ):
         if value and getattr(user, name) != value:
@@ -308,8 +311,8 @@ def _plan_update(
         for name, (_, new) in diff.items():
             if name == "is_active":
                 user.is_active, user.deactivated_by_sync_at = True, None
-            elif name == "dynamics_systemuser_id":
-                user.dynamics_systemuser_id = mapped.systemuser_id
+            elif name == plan.link:
+                setattr(user, name, mapped.record_id)
             elif name == "entra_object_id":
                 user.entra_object_id = mapped.entra_object_id
             else:
@@ -330,7 +333,7 @@ def _plan_update(
 def plan_deletions(plan: Plan, company: Company, record_ids: list[str]) -> None:
     """Users linked to records a delta reports deleted."""
     linked = User.objects.filter(
-        company=company, dynamics_systemuser_id__in=record_ids, is_active=True
+        company=company, is_active=True, **{f"{plan.link}__in": record_ids}
     )
     for user in linked:
         plan.deactivate(user, None, "Deleted in Dynamics.")
@@ -351,7 +354,7 @@ def apply_plan(
             )
         if not run.dry_run:
             if plan.creates:
-                _insert_users(run.company, plan.creates)
+                _insert_users(run.company, plan.creates, plan.link)
             for fields, users in plan.updates.items():
                 User.objects.bulk_update(users, [*fields, "updated_at"], batch_size=500)
         if seen:
@@ -392,34 +395,32 @@ USER_INSERT_FIELDS = [
 ]
 
 
-def _insert_users(company: Company, users: list[User]) -> None:
+def _insert_users(company: Company, users: list[User], link: str) -> None:
     """Insert new users, then read back their ids (their change records point to them)."""
     attnames = [User._meta.get_field(name).attname for name in USER_INSERT_FIELDS]
     insert_rows(User, USER_INSERT_FIELDS, ([getattr(u, a) for a in attnames] for u in users))
     ids = dict(
         User.objects.filter(
-            company=company, dynamics_systemuser_id__in=[u.dynamics_systemuser_id for u in users]
-        ).values_list("dynamics_systemuser_id", "pk")
+            company=company, **{f"{link}__in": [getattr(u, link) for u in users]}
+        ).values_list(link, "pk")
     )
     for user in users:
-        user.pk = ids[user.dynamics_systemuser_id]
+        user.pk = ids[getattr(user, link)]
         user._state.adding = False
 
 
 # -- settle: what a complete read decides -----------------------------------------------
 
 
-def _plan_missing(run: SyncRun) -> None:
+def _plan_missing(run: SyncRun, link: str) -> None:
     """After a complete full read: linked users whose record wasn't read are deactivated."""
-    seen = SeenRecord.objects.filter(run=run, record_id=OuterRef("dynamics_systemuser_id"))
+    seen = SeenRecord.objects.filter(run=run, record_id=OuterRef(link))
     missing = (
-        User.objects.filter(
-            company=run.company, dynamics_systemuser_id__isnull=False, is_active=True
-        )
+        User.objects.filter(company=run.company, is_active=True, **{f"{link}__isnull": False})
         .exclude(Exists(seen))
         .order_by("pk")
     )
-    plan = Plan()
+    plan = Plan(link=link)
     for user in missing.iterator(chunk_size=2000):
         plan.deactivate(user, None, MISSING_REASON)
     insert_rows(SyncChange, Change.COLUMNS, (c.row(run.pk) for c in plan.changes))
@@ -428,8 +429,9 @@ def _plan_missing(run: SyncRun) -> None:
 
 
 def exceeds_limits(setting: DynamicsCrmSetting, count: int) -> bool:
+    link = Mapping.for_setting(setting).source.link_field
     synced = User.objects.filter(
-        company=setting.company, dynamics_systemuser_id__isnull=False, is_active=True
+        company=setting.company, is_active=True, **{f"{link}__isnull": False}
     ).count()
     return count > setting.deactivation_limit_count or (
         count * 100 > setting.deactivation_limit_percent * max(synced, 1)
@@ -442,7 +444,7 @@ def _settle(run: SyncRun, *, full: bool) -> None:
         if SyncRun.objects.filter(pk=run.pk, settled=True).exists():
             return  # a resumed run that had settled before it stopped
         if full and setting.deactivate_missing:
-            _plan_missing(run)
+            _plan_missing(run, Mapping.for_setting(setting).source.link_field)
         else:
             SeenRecord.objects.filter(run=run).delete()
         if full and not run.dry_run:
@@ -595,7 +597,7 @@ def _run(run: SyncRun, client: DataverseClient, progress, deadline: float | None
             plan = plan_changes(run.company, mapped, mapping, create_users=setting.create_users)
             if page.deleted_ids:
                 plan_deletions(plan, run.company, page.deleted_ids)
-            seen = [m.systemuser_id for m in mapped if m.systemuser_id] if full else []
+            seen = [m.record_id for m in mapped if m.record_id] if full else []
             apply_plan(
                 run,
                 plan,
@@ -624,9 +626,9 @@ def _run(run: SyncRun, client: DataverseClient, progress, deadline: float | None
     if run.mode == SyncRun.Mode.FULL and not run.read_complete:
         url = run.next_page_url
         if not url:
-            setting.change_tracking = client.change_tracking_enabled("systemuser")
+            setting.change_tracking = client.change_tracking_enabled(mapping.source.logical_name)
             setting.save(update_fields=["change_tracking"])
-            url = client.collection_url("systemusers", select=mapping.columns)
+            url = client.collection_url(mapping.source.key, select=mapping.columns)
         read(url, full=True, track_changes=bool(setting.change_tracking))
 
     _settle(run, full=run.mode == SyncRun.Mode.FULL)
@@ -642,7 +644,7 @@ def _keep_delta(run: SyncRun, client: DataverseClient, mapping: Mapping) -> None
     else:
         since = (run.started_at - POLL_OVERLAP).strftime("%Y-%m-%dT%H:%M:%SZ")
         setting.delta_link = client.collection_url(
-            "systemusers", select=mapping.columns, filter=f"modifiedon ge {since}"
+            mapping.source.key, select=mapping.columns, filter=f"modifiedon ge {since}"
         )
     setting.delta_fingerprint = mapping.fingerprint
     update = ["delta_link", "delta_fingerprint"]
