@@ -296,3 +296,22 @@ def test_the_dashboard_shows_the_integrations_problems(admin_client, setting):
     assert "30 deactivations are waiting for your approval" in page
     assert "The schedule is paused after 5 failed syncs" in page
     assert "The client secret has expired." in page
+
+
+@pytest.mark.django_db
+def test_every_page_carries_a_banner_when_the_integration_needs_attention(admin_client, setting):
+    assert (
+        "await your approval" not in admin_client.get(reverse("manage_site:users")).content.decode()
+    )
+    SyncRun.objects.create(
+        setting=setting,
+        company=setting.company,
+        trigger="manual",
+        status="succeeded",
+        hold="held",
+        held=30,
+    )
+    type(setting).objects.filter(pk=setting.pk).update(schedule_paused=True)
+    page = admin_client.get(reverse("manage_site:users")).content.decode()
+    assert "Deactivations from Dynamics 365 await your approval" in page
+    assert "schedule is paused" in page

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from learnexa.manage_site.panels import dashboard_panels, user_panels
+from django.urls import reverse
+
+from learnexa.manage_site.panels import banners, dashboard_panels, user_panels
 
 from .models import DynamicsCrmSetting, SyncChange, SyncRun
 
@@ -63,6 +65,32 @@ def user(request, person):
     }
 
 
+def banner(company) -> list[tuple[str, str]]:
+    setting = (
+        DynamicsCrmSetting.objects.filter(company=company)
+        .only("status", "schedule_paused", "consecutive_failures")
+        .first()
+    )
+    if setting is None:
+        return []
+    url = reverse("dynamics_crm:integration")
+    found = []
+    held = SyncRun.objects.filter(company=company, hold=SyncRun.Hold.HELD).count()
+    if held:
+        found.append(
+            (
+                f"Deactivations from Dynamics 365 await your approval ({held} sync{'s' if held > 1 else ''}).",
+                url,
+            )
+        )
+    if setting.schedule_paused:
+        found.append(("The Dynamics 365 sync schedule is paused after repeated failures.", url))
+    elif setting.status == DynamicsCrmSetting.Status.ERROR:
+        found.append(("The last Dynamics 365 sync failed.", url))
+    return found
+
+
 def register() -> None:
     dashboard_panels.append(dashboard)
     user_panels.append(user)
+    banners.append(banner)

@@ -9,6 +9,8 @@ Panel = Callable[..., "tuple[str, dict] | None"]
 
 dashboard_panels: list[Panel] = []
 user_panels: list[Panel] = []
+# Each returns [(message, url)] for the banner shown to a company's site admins on every page.
+banners: list[Callable[..., list[tuple[str, str]]]] = []
 
 
 def render_panels(panels: list[Panel], *args) -> list[tuple[str, dict]]:
