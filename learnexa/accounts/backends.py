@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.backends import ModelBackend
+from django.db.models.functions import Lower
 
 from .models import User
 
@@ -15,7 +16,10 @@ class EmailBackend(ModelBackend):
     def authenticate(self, request, username=None, password=None, **kwargs):
         if not username or not password:
             return None
-        candidates = User.objects.filter(email__iexact=username.strip(), is_active=True)[:10]
+        # lower(email) = …, which the (lower(email), company) index serves; iexact can't.
+        candidates = User.objects.annotate(email_lower=Lower("email")).filter(
+            email_lower=username.strip().lower(), is_active=True
+        )[:10]
         matches = [u for u in candidates if u.has_usable_password() and u.check_password(password)]
         if len(matches) == 1:
             return matches[0]

@@ -103,7 +103,14 @@ class User(AbstractBaseUser):
                 name="users_contact_unique_per_company",
             ),
         ]
-        indexes = [models.Index(fields=["company", "last_name", "first_name"])]
+        indexes = [
+            models.Index(fields=["company", "last_name", "first_name"]),
+            # Counting a company's active, linked users (the Users filters, the limits).
+            models.Index(
+                fields=["company", "is_active", "dynamics_systemuser_id"],
+                name="users_company_active_link",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.email
