@@ -69,3 +69,47 @@ def test_the_deployment_checklist_is_clean_with_the_production_settings(tmp_path
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+@pytest.mark.django_db
+def test_a_secret_never_reaches_a_log_or_an_error_report(
+    client, site_admin, setting, simulator, caplog, connection_form
+):
+    import logging
+
+    from django.views.debug import SafeExceptionReporterFilter
+
+    from learnexa.dynamics_crm.models import SyncRun
+    from learnexa.dynamics_crm.sync import execute_run
+
+    caplog.set_level(logging.DEBUG)
+    wrong = "this-secret-must-not-leak-0001"
+    setting.set_client_secret(wrong)
+    setting.save(update_fields=["client_secret_encrypted"])
+    run = execute_run(
+        SyncRun.objects.create(setting=setting, company=setting.company, trigger="manual")
+    )
+    assert run.status == "failed"
+    simulator.inject_fault("status", count=2, status=503)
+    setting.set_client_secret(simulator.info["client_secret"])
+    setting.save(update_fields=["client_secret_encrypted"])
+    execute_run(SyncRun.objects.create(setting=setting, company=setting.company, trigger="manual"))
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert wrong not in logged and simulator.info["client_secret"] not in logged
+
+    # An error report of the settings page shows the secret as stars.
+    client.force_login(site_admin)
+    info = simulator.info
+    request = client.post(
+        "/dynamics_crm/",
+        connection_form(
+            organization_uri=info["organization_uri"],
+            tenant_id=info["tenant_id"],
+            client_id=info["client_id"],
+            client_secret=wrong,
+            credential_type="secret",
+            authority_host=info["authority_host"],
+        ),
+    ).wsgi_request
+    cleansed = SafeExceptionReporterFilter().get_post_parameters(request)
+    assert cleansed["client_secret"] != wrong and "*" in cleansed["client_secret"]

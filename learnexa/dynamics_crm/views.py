@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.core.exceptions import ImproperlyConfigured
 from django.http import JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from learnexa.manage_site.access import site_admin_required
@@ -22,6 +23,7 @@ def _company_run(request, run_id: int) -> SyncRun:
     return get_object_or_404(SyncRun, pk=run_id, company=request.company)
 
 
+@sensitive_post_parameters("client_secret", "certificate_passphrase")
 @site_admin_required
 def integration(request):
     setting = DynamicsCrmSetting.objects.filter(company=request.company).first()
