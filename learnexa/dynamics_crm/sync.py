@@ -159,19 +159,27 @@ def open_client(setting: DynamicsCrmSetting, **options) -> DataverseClient:
 
 
 def _match_candidates(company: Company, records: list[MappedRecord], link: str):
-    ids = [r.record_id for r in records if r.record_id]
-    entra_ids = [r.entra_object_id for r in records if r.entra_object_id]
-    emails = list({r.email_key for r in records if r.email_key})
     users = User.objects.filter(company=company)
+    ids = [r.record_id for r in records if r.record_id]
     by_id = {getattr(u, link): u for u in users.filter(**{f"{link}__in": ids})}
+    # The rest only for records not linked yet, or whose email changed: in a steady state
+    # a page costs one query.
+    unsettled = [
+        r
+        for r in records
+        if r.email_key
+        and (r.record_id not in by_id or by_id[r.record_id].email.lower() != r.email_key)
+    ]
     by_entra = {}
+    entra_ids = [r.entra_object_id for r in unsettled if r.entra_object_id]
     if entra_ids:
         for u in users.filter(entra_object_id__in=entra_ids):
             by_entra[u.entra_object_id] = by_id.get(getattr(u, link), u)
-    by_email = {
-        u.email.lower(): by_id.get(getattr(u, link), u)
-        for u in users.annotate(email_lower=Lower("email")).filter(email_lower__in=emails)
-    }
+    by_email = {}
+    emails = list({r.email_key for r in unsettled})
+    if emails:
+        for u in users.annotate(email_lower=Lower("email")).filter(email_lower__in=emails):
+            by_email[u.email.lower()] = by_id.get(getattr(u, link), u)
     return by_id, by_entra, by_email
 
 
