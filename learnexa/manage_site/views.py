@@ -12,6 +12,32 @@ from .panels import dashboard_panels, render_panels, user_panels
 PAGE_SIZE = 50
 
 
+class LookaheadPage:
+    """A page of results found without counting them all: one extra row tells if there is
+    a next page."""
+
+    def __init__(self, queryset, number):
+        try:
+            self.number = max(1, int(number or 1))
+        except (TypeError, ValueError):
+            self.number = 1
+        start = (self.number - 1) * PAGE_SIZE
+        rows = list(queryset[start : start + PAGE_SIZE + 1])
+        self.object_list = rows[:PAGE_SIZE]
+        self.has_next = len(rows) > PAGE_SIZE
+        self.has_previous = self.number > 1
+        self.next_page_number = self.number + 1
+        self.previous_page_number = self.number - 1
+        self.start_index = start + 1 if rows else 0
+        self.end_index = start + len(self.object_list)
+
+    def __iter__(self):
+        return iter(self.object_list)
+
+    def has_other_pages(self):
+        return self.has_next or self.has_previous
+
+
 @site_admin_required
 def dashboard(request):
     company = request.company
@@ -62,7 +88,14 @@ def users(request):
         "created_source",
         "dynamics_systemuser_id",
     )
-    page = Paginator(users, PAGE_SIZE).get_page(request.GET.get("page"))
+    if query:
+        # A substring search can't use an index: counting every match would scan the table a
+        # second time, so a search pages by looking one row ahead instead.
+        page = LookaheadPage(users, request.GET.get("page"))
+        total = None
+    else:
+        page = Paginator(users, PAGE_SIZE).get_page(request.GET.get("page"))
+        total = page.paginator.count
     params = request.GET.copy()
     params.pop("page", None)
     return render(
@@ -74,6 +107,7 @@ def users(request):
             "source": source,
             "sources": User.Source.choices,
             "chosen": chosen,
+            "total": total,
             "querystring": params.urlencode(),
         },
     )
