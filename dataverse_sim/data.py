@@ -768,7 +768,6 @@ class Store:
             if ("firstname" in fields or "lastname" in fields) and "fullname" not in fields:
                 values["fullname"] = _fullname(values.get("firstname"), values.get("lastname"))
             values["versionnumber"] = self.next_version()
-            values.setdefault("modifiedon", iso(self.clock()))
             if "modifiedon" not in fields:
                 values["modifiedon"] = iso(self.clock())
             table.put(table.make_row(values))
