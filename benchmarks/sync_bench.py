@@ -147,8 +147,7 @@ def _install_phase_timers() -> dict[str, float]:
     """
     from django.db.models import query
 
-    from learnexa.accounts.models import User
-    from learnexa.dynamics_crm import dataverse, sync
+    from learnexa.dynamics_crm import dataverse, mapping, sync
 
     totals: dict[str, float] = defaultdict(float)
 
@@ -165,13 +164,14 @@ def _install_phase_timers() -> dict[str, float]:
     # Through the sync module's globals, as the sync calls them. A step the product no
     # longer has is simply not timed.
     for owner, attribute, name in (
-        (sync, "map_systemuser", "map"),
+        (mapping.Mapping, "map", "map"),
         (sync, "plan_changes", "plan"),
         (sync, "_match_candidates", "plan.match"),
         (sync, "apply_plan", "apply"),
+        (sync, "_insert_users", "apply.insert users"),
         (dataverse.DataverseClient, "get", "fetch"),
         (dataverse.DataverseClient, "_json", "fetch.json"),
-        (User, "set_unusable_password", "plan.unusable_password"),
+        (sync, "_set_unusable_passwords", "plan.unusable_passwords"),
     ):
         if hasattr(owner, attribute):
             setattr(owner, attribute, timed(name, getattr(owner, attribute)))

@@ -78,6 +78,32 @@ def test_a_full_reconciliation_deactivates_who_is_gone_and_nobody_else(setting, 
 
 
 @pytest.mark.django_db
+def test_a_full_reconciliation_that_also_creates_keeps_the_new_users(settings, setting, simulator):
+    settings.LEARNEXA_DYNAMICS_PAGE_SIZE = 40  # creations and the missing on several pages
+    first = sync(setting)
+    everyone = people(simulator)
+    gone = everyone[:3]
+    for record in gone:
+        simulator.store.delete_user(record["systemuserid"])
+    # Unlinked and forgotten here: the full run creates them again, on several pages.
+    recreated = everyone[50:130]
+    User.objects.filter(
+        company=setting.company,
+        dynamics_systemuser_id__in=[r["systemuserid"] for r in recreated],
+    ).delete()
+
+    run = sync(setting, full=True)
+
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    assert run.pages > 3
+    assert (run.created, run.deactivated) == (len(recreated), len(gone))
+    assert all(not user_for(setting, r).is_active for r in gone)
+    assert all(user_for(setting, r).is_active for r in recreated)
+    active = User.objects.filter(company=setting.company, is_active=True).count()
+    assert active == first.created - len(gone)
+
+
+@pytest.mark.django_db
 def test_no_deactivation_after_an_incomplete_read(settings, setting, simulator):
     settings.LEARNEXA_DYNAMICS_PAGE_SIZE = 50
     sync(setting)

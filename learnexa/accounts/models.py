@@ -72,7 +72,7 @@ class User(AbstractBaseUser):
     dynamics_systemuser_id = models.UUIDField(null=True, blank=True)
     # ...or the Dynamics contact, where a company syncs its customers or partners.
     dynamics_contact_id = models.UUIDField(null=True, blank=True)
-    entra_object_id = models.UUIDField(null=True, blank=True, db_index=True)
+    entra_object_id = models.UUIDField(null=True, blank=True)
     # Set when a sync deactivated the user, so that a sync only ever reactivates the users
     # it deactivated itself and never undoes an admin's own suspension.
     deactivated_by_sync_at = models.DateTimeField(null=True, blank=True)
@@ -105,6 +105,8 @@ class User(AbstractBaseUser):
         ]
         indexes = [
             models.Index(fields=["company", "last_name", "first_name"]),
+            # Matching Dynamics records to users by Entra object id, within the company.
+            models.Index(fields=["company", "entra_object_id"], name="users_company_entra"),
             # Counting a company's active, linked users (the Users filters, the limits).
             models.Index(
                 fields=["company", "is_active", "dynamics_systemuser_id"],

@@ -253,6 +253,11 @@ class Mapping:
         self.source = source or SYSTEMUSERS
         self.rules = self.source.default_rules if rules is None else rules
         self.scope = scope
+        # Per rule, once: the field, the columns to try in order, and the maximum length.
+        self._readers = [
+            (rule.field, [c for c in (rule.column, rule.fallback) if c], FIELD_LENGTHS[rule.field])
+            for rule in self.rules
+        ]
 
     @classmethod
     def for_setting(cls, setting) -> Mapping:
@@ -318,17 +323,13 @@ class Mapping:
             return mapped
         if reason := self.scope.excludes(record):
             mapped.is_enabled, mapped.disabled_reason = False, reason
-        mapped.fields = {
-            rule.field: next(
-                (
-                    v
-                    for c in (rule.column, rule.fallback)
-                    if c and (v := column_text(record, c, FIELD_LENGTHS[rule.field]))
-                ),
-                "",
-            )
-            for rule in self.rules
-        }
+        fields = mapped.fields
+        for name, columns, max_length in self._readers:
+            value = ""
+            for column in columns:
+                if value := column_text(record, column, max_length):
+                    break
+            fields[name] = value
         return mapped
 
 

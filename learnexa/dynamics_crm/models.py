@@ -496,7 +496,8 @@ class SyncChange(models.Model):
 class SeenRecord(models.Model):
     """A Dynamics record a full run has read. After a complete read, the linked users whose
     record wasn't seen are the ones deleted in Dynamics or out of scope. Kept in the
-    database, not in memory, so that a resumed run still knows what it read."""
+    database, not in memory, so that a resumed run still knows what it read. Records the
+    run created a user for are not kept here: their change record says as much."""
 
     run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="+")
     record_id = models.UUIDField()

@@ -14,6 +14,7 @@ held for an admin instead of applied.
 
 from __future__ import annotations
 
+import base64
 import logging
 import secrets
 import time
@@ -25,12 +26,12 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import Exists, F, OuterRef
+from django.db.models import Exists, F, Min, OuterRef
 from django.db.models.functions import Lower
 from django.utils import timezone
 
 from learnexa.accounts.models import Company, User
-from learnexa.core.bulk import insert_rows
+from learnexa.core.bulk import allocate_ids, insert_rows
 from learnexa.core.pipeline import prefetched
 
 from . import notifications
@@ -60,11 +61,35 @@ class SliceEnded(Exception):
     """The run used its time slice; it goes back in the queue and resumes from its page."""
 
 
+class NewUser:
+    """A user the sync creates: the row to insert, not a model instance, because building
+    thousands of those per page costs more than inserting them. Its id is given at insert."""
+
+    __slots__ = ("pk", "email", "values")
+
+    # The users columns a created user sets, in this order.
+    FIELDS = [
+        f.name for f in User._meta.concrete_fields if not f.primary_key and f.name != "last_login"
+    ]
+    INDEX = {name: i for i, name in enumerate(FIELDS)}
+    # Every column's default; password, email, links and times are set per user.
+    TEMPLATE = [
+        None if f.null else f.get_default()
+        for f in User._meta.concrete_fields
+        if not f.primary_key and f.name != "last_login"
+    ]
+
+    def __init__(self, values: list):
+        self.pk: int | None = None
+        self.values = values
+        self.email = values[self.INDEX["email"]]
+
+
 @dataclass(slots=True)
 class Change:
     """A SyncChange row to be written; plain, since a page makes thousands of them."""
 
-    user: User | None
+    user: User | NewUser | None
     systemuser_id: object
     email: str
     action: str
@@ -96,7 +121,7 @@ class Change:
 class Plan:
     # The users field linking a user to a record of the table being synced.
     link: str = "dynamics_systemuser_id"
-    creates: list[User] = field(default_factory=list)
+    creates: list[NewUser] = field(default_factory=list)
     # changed field names → the users whose changes are exactly those fields
     updates: dict[tuple[str, ...], list[User]] = field(default_factory=dict)
     changes: list[Change] = field(default_factory=list)
@@ -256,27 +281,40 @@ def plan_changes(
         claimed.add(user.pk)
         planned_emails.add(mapped.email_key)
         _plan_update(plan, user, mapped, mapping, by_email, now)
+    _set_unusable_passwords(plan.creates)
     return plan
 
 
 def _plan_create(plan: Plan, company: Company, mapped: MappedRecord, now) -> None:
-    user = User(
-        company=company,
-        email=mapped.email,
-        created_source=User.Source.DYNAMICS_CRM,
-        **{plan.link: mapped.record_id},
-        entra_object_id=mapped.entra_object_id,
-        created_at=now,
-        updated_at=now,
-        **mapped.fields,
-    )
-    # Unusable until the person sets one. Django's set_unusable_password() draws its random
-    # suffix a character at a time, which dominates a large first sync; this is equivalent.
-    user.password = UNUSABLE_PASSWORD_PREFIX + secrets.token_urlsafe(30)
+    values = NewUser.TEMPLATE.copy()
+    index = NewUser.INDEX
+    for name, value in mapped.fields.items():
+        values[index[name]] = value
+    values[index["company"]] = company.pk
+    values[index["email"]] = mapped.email
+    values[index["created_source"]] = User.Source.DYNAMICS_CRM
+    values[index[plan.link]] = mapped.record_id
+    values[index["entra_object_id"]] = mapped.entra_object_id
+    values[index["created_at"]] = values[index["updated_at"]] = now
+    user = NewUser(values)
     plan.creates.append(user)
     plan.record(
         Action.CREATED, mapped, user, fields={f: [None, v] for f, v in mapped.fields.items() if v}
     )
+
+
+PASSWORD_BYTES = 30  # a multiple of 3: each user's part of the base64 text has no padding
+
+
+def _set_unusable_passwords(users: list[NewUser]) -> None:
+    """Unusable until the person sets one, with a random suffix as Django's own; drawn for
+    the whole page at once, since a call per user dominates a large first sync."""
+    if not users:
+        return
+    text = base64.urlsafe_b64encode(secrets.token_bytes(PASSWORD_BYTES * len(users))).decode()
+    width, at = PASSWORD_BYTES * 4 // 3, NewUser.INDEX["password"]
+    for n, user in enumerate(users):
+        user.values[at] = UNUSABLE_PASSWORD_PREFIX + text[n * width : (n + 1) * width]
 
 
 def _field_diff(user: User, mapped: MappedRecord, mapping: Mapping) -> dict[str, list]:
@@ -362,7 +400,7 @@ def apply_plan(
             )
         if not run.dry_run:
             if plan.creates:
-                _insert_users(run.company, plan.creates, plan.link)
+                _insert_users(plan.creates)
             for fields, users in plan.updates.items():
                 User.objects.bulk_update(users, [*fields, "updated_at"], batch_size=500)
         if seen:
@@ -382,8 +420,10 @@ def apply_plan(
             **counters,
         )
         if plan.creates and not run.dry_run and run.setting.send_welcome_email:
-            users = list(plan.creates)
-            transaction.on_commit(lambda: notifications.welcome(users))
+            ids = [u.pk for u in plan.creates]
+            transaction.on_commit(
+                lambda: notifications.welcome(User.objects.filter(pk__in=ids).order_by("pk"))
+            )
     run.refresh_from_db(
         fields=[
             "pages",
@@ -398,23 +438,11 @@ def apply_plan(
     )
 
 
-USER_INSERT_FIELDS = [
-    f.name for f in User._meta.concrete_fields if not f.primary_key and f.name != "last_login"
-]
-
-
-def _insert_users(company: Company, users: list[User], link: str) -> None:
-    """Insert new users, then read back their ids (their change records point to them)."""
-    attnames = [User._meta.get_field(name).attname for name in USER_INSERT_FIELDS]
-    insert_rows(User, USER_INSERT_FIELDS, ([getattr(u, a) for a in attnames] for u in users))
-    ids = dict(
-        User.objects.filter(
-            company=company, **{f"{link}__in": [getattr(u, link) for u in users]}
-        ).values_list(link, "pk")
-    )
-    for user in users:
-        user.pk = ids[getattr(user, link)]
-        user._state.adding = False
+def _insert_users(users: list[NewUser]) -> None:
+    """Insert new users with ids reserved beforehand: their change records point to them."""
+    for user, pk in zip(users, allocate_ids(User, len(users)), strict=True):
+        user.pk = pk
+    insert_rows(User, ["id", *NewUser.FIELDS], ([u.pk, *u.values] for u in users))
 
 
 # -- settle: what a complete read decides -----------------------------------------------
@@ -423,13 +451,19 @@ def _insert_users(company: Company, users: list[User], link: str) -> None:
 def _plan_missing(run: SyncRun, link: str) -> None:
     """After a complete full read: linked users whose record wasn't read are deactivated."""
     seen = SeenRecord.objects.filter(run=run, record_id=OuterRef(link))
-    missing = (
-        User.objects.filter(company=run.company, is_active=True, **{f"{link}__isnull": False})
-        .exclude(Exists(seen))
-        .order_by("pk")
-    )
+    missing = User.objects.filter(
+        company=run.company, is_active=True, **{f"{link}__isnull": False}
+    ).exclude(Exists(seen))
+    # The users this run created were read, but aren't among the seen records. Their ids
+    # are the highest of the company's linked users: ids only grow, and while the run holds
+    # the company's lease nothing else links a user.
+    first_created = SyncChange.objects.filter(
+        run=run, action=Action.CREATED, user__isnull=False
+    ).aggregate(first=Min("user_id"))["first"]
+    if first_created is not None:
+        missing = missing.filter(pk__lt=first_created)
     plan = Plan(link=link)
-    for user in missing.iterator(chunk_size=2000):
+    for user in missing.order_by("pk").iterator(chunk_size=2000):
         plan.deactivate(user, None, MISSING_REASON)
     insert_rows(SyncChange, Change.COLUMNS, (c.row(run.pk) for c in plan.changes))
     SyncRun.objects.filter(pk=run.pk).update(skipped=F("skipped") + plan.counts[Action.SKIPPED])
@@ -605,7 +639,13 @@ def _run(run: SyncRun, client: DataverseClient, progress, deadline: float | None
             plan = plan_changes(run.company, mapped, mapping, create_users=setting.create_users)
             if page.deleted_ids:
                 plan_deletions(plan, run.company, page.deleted_ids)
-            seen = [m.record_id for m in mapped if m.record_id] if full else []
+            # The records a full read has seen, but for the users it creates: those are known
+            # present by their change record (see _plan_missing).
+            seen = []
+            if full:
+                at = NewUser.INDEX[plan.link]
+                created = {user.values[at] for user in plan.creates}
+                seen = [m.record_id for m in mapped if m.record_id and m.record_id not in created]
             apply_plan(
                 run,
                 plan,

@@ -1,0 +1,69 @@
+"""Bulk inserts with ids reserved beforehand, on SQLite and PostgreSQL."""
+
+import uuid
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from learnexa.accounts.models import Company, User
+from learnexa.core.bulk import allocate_ids, insert_rows
+
+
+FIELDS = [f.name for f in User._meta.concrete_fields]
+
+
+def new_users(company, ids, prefix):
+    now = timezone.now()
+    for pk in ids:
+        values = {f.name: None if f.null else f.get_default() for f in User._meta.concrete_fields}
+        values.update(
+            id=pk,
+            company=company.pk,
+            email=f"{prefix}{pk}@acme.test",
+            password="!",
+            dynamics_systemuser_id=uuid.uuid4(),
+            created_at=now,
+            updated_at=now,
+        )
+        yield [values[name] for name in FIELDS]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reserved_ids_are_new_and_never_taken_again():
+    company = Company.objects.create(slug="acme", name="Acme")
+    before = User.objects.create(company=company, email="before@acme.test")
+    with transaction.atomic():
+        ids = allocate_ids(User, 5)
+        insert_rows(User, FIELDS, new_users(company, ids, "bulk"))
+    assert len(set(ids)) == 5 and min(ids) > before.pk
+    assert set(User.objects.filter(email__startswith="bulk").values_list("pk", flat=True)) == set(
+        ids
+    )
+    # Deleting the newest user does not free its id, and the ORM carries on past them.
+    User.objects.filter(pk=max(ids)).delete()
+    with transaction.atomic():
+        again = allocate_ids(User, 2)
+    assert min(again) > max(ids)
+    after = User.objects.create(company=company, email="after@acme.test")
+    assert after.pk > max(again)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_insert_rows_converts_uuids_dates_and_json():
+    from learnexa.dynamics_crm.models import DynamicsCrmSetting, SyncChange, SyncRun
+
+    company = Company.objects.create(slug="acme", name="Acme")
+    setting = DynamicsCrmSetting.objects.create(
+        company=company, organization_uri="https://acme.crm.dynamics.com"
+    )
+    run = SyncRun.objects.create(setting=setting, company=company)
+    record = uuid.uuid4()
+    insert_rows(
+        SyncChange,
+        ["run", "systemuser_id", "email", "action", "fields", "reason", "pending"],
+        [(run.pk, record, "a@acme.test", "created", {"city": [None, "Oslo"]}, "", False)],
+    )
+    change = SyncChange.objects.get(run=run)
+    assert change.systemuser_id == record
+    assert change.fields == {"city": [None, "Oslo"]}
