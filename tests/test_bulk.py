@@ -9,7 +9,6 @@ from django.utils import timezone
 from learnexa.accounts.models import Company, User
 from learnexa.core.bulk import allocate_ids, insert_rows
 
-
 FIELDS = [f.name for f in User._meta.concrete_fields]
 
 
