@@ -205,6 +205,10 @@ def child_sync(args, info: dict) -> dict:
     )
     statements = 0
     phases = _install_phase_timers() if args.phases else None
+    if args.serial:
+        from learnexa.dynamics_crm import sync
+
+        sync.prefetched = lambda items: items
 
     def count(execute, sql, params, many, context):
         nonlocal statements
@@ -610,6 +614,8 @@ class Bench:
             argv += ["--profile", str(Path(self.args.profile).resolve())]
         if self.args.phases:
             argv.append("--phases")
+        if self.args.serial:
+            argv.append("--serial")
         self.child = subprocess.Popen(
             argv, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
         )
@@ -765,6 +771,12 @@ def main() -> None:
         "--phases",
         action="store_true",
         help="also time the sync's steps (fetch, map, plan, apply, SQL by table)",
+    )
+    parser.add_argument(
+        "--serial",
+        action="store_true",
+        help="fetch each page only when the previous one is written (no prefetch thread), "
+        "so that --phases and --profile add up to the wall time",
     )
     # Internal: one step, in a child process.
     parser.add_argument("--scenario", choices=list(CHILDREN), help=argparse.SUPPRESS)

@@ -80,3 +80,45 @@ def test_a_lookup_maps_to_its_formatted_name_never_its_id():
         **{"_businessunitid_value@OData.Community.Display.V1.FormattedValue": "Sales"}
     )
     assert map_systemuser(annotated).fields["department"] == "Sales"
+
+
+def test_the_quick_email_check_agrees_with_djangos_validator():
+    from django.core.exceptions import ValidationError
+    from django.core.validators import validate_email
+
+    from learnexa.dynamics_crm.mapping import _PLAIN_EMAIL, valid_email
+
+    addresses = [
+        "ann.lee@contoso.com",
+        "a_b+tag@mail.example.co.uk",
+        "O'Brien@contoso.com",
+        "x@localhost",
+        "ann..lee@contoso.com",
+        ".ann@contoso.com",
+        "ann@-contoso.com",
+        "ann@contoso-.com",
+        "ann@contoso",
+        "ann@contoso.c",
+        "ann@contoso.123",
+        "ann@[10.0.0.1]",
+        '"ann lee"@contoso.com',
+        "zoë@contoso.com",
+        "ann@xn--bcher-kva.example",
+        "ann@bücher.example",
+        "ann lee@contoso.com",
+        "ann@contoso.com\n",
+        "@contoso.com",
+        "a" * 65 + "@" + "b" * 64 + ".com",
+        "ann@" + "b" * 63 + ".com",
+        "ann@" + "b" * 64 + ".com",
+        "x" * 250 + "@a.com",
+    ]
+    for address in addresses:
+        try:
+            validate_email(address)
+            django_says = len(address) <= 254
+        except ValidationError:
+            django_says = False
+        assert valid_email(address) == django_says, address
+        if len(address) <= 254 and _PLAIN_EMAIL.fullmatch(address):
+            assert django_says, f"the quick check accepts {address!r}, Django doesn't"

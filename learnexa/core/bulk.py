@@ -2,14 +2,15 @@
 
 Django's bulk_create compiles every value of every row through the query compiler, which
 for pages of thousands of rows costs more than the database's own work. Here each column
-gets one converter, chosen once per call, and the rows go through one executemany (one
-prepared statement) on SQLite, or one COPY on PostgreSQL.
+gets one converter, chosen once per call, and the rows go through multi-row INSERTs on
+SQLite, or one COPY on PostgreSQL.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
+import orjson
 from django.db import connections, models, router
 
 # Values of these fields need converting for the driver; strings, numbers, booleans and
@@ -25,6 +26,9 @@ CONVERTED = {
 }
 
 
+ROWS_PER_STATEMENT = 1024
+
+
 def _converter(field: models.Field, connection) -> Callable | None:
     kind = field.get_internal_type()
     if kind == "UUIDField":
@@ -32,6 +36,9 @@ def _converter(field: models.Field, connection) -> Callable | None:
         return None if connection.features.has_native_uuid_field else _uuid_hex
     if kind not in CONVERTED:
         return None
+    if kind == "JSONField" and field.encoder is None:
+        # orjson writes the same JSON as json.dumps, several times faster.
+        return _json_text
     prep = field.get_db_prep_save
     if kind in ("JSONField", "BinaryField"):
         return lambda value: prep(value, connection)
@@ -46,6 +53,10 @@ def _converter(field: models.Field, connection) -> Callable | None:
             return converted
 
     return convert
+
+
+def _json_text(value) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _uuid_hex(value):
@@ -78,8 +89,31 @@ def insert_rows(model: type[models.Model], fields: Sequence[str], rows: Iterable
                 for row in params:
                     copy.write_row(row)
         else:
-            placeholders = ", ".join(["%s"] * len(columns))
-            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({placeholders})", params)
+            # Many rows per statement rather than executemany: SQLite then works through
+            # each statement without the GIL, where executemany takes it back after every
+            # row, which starves (and is starved by) a thread fetching the next page.
+            row = "({})".format(", ".join(["%s"] * len(columns)))
+            start = 0
+            for size in _statement_sizes(len(params), connection, len(columns)):
+                chunk = params[start : start + size]
+                start += size
+                cursor.execute(
+                    f"INSERT INTO {table} ({names}) VALUES {', '.join([row] * size)}",
+                    [value for row_values in chunk for value in row_values],
+                )
+
+
+def _statement_sizes(rows: int, connection, columns: int) -> list[int]:
+    """Rows per INSERT: as many full statements as fit, then the rest in powers of two, so
+    that the driver's statement cache holds a few statements per table, not one per size."""
+    largest = max(1, min(ROWS_PER_STATEMENT, connection.features.max_query_params // columns))
+    sizes = [largest] * (rows // largest)
+    rest = rows % largest
+    while rest:
+        size = 1 << (rest.bit_length() - 1)
+        sizes.append(size)
+        rest -= size
+    return sizes
 
 
 def allocate_ids(model: type[models.Model], count: int) -> list[int]:
