@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import orjson
 from django.conf import settings
 from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
 from django.db import InterfaceError, OperationalError, connection, transaction
@@ -182,45 +183,63 @@ def open_client(setting: DynamicsCrmSetting, **options) -> DataverseClient:
 # -- match and plan ---------------------------------------------------------------------
 
 
-def _users_where(company: Company, column: str, values: list) -> list[User]:
-    """The company's users whose `column` is one of `values` (UUIDs, or lowercased emails
-    for "lower(email)"), by one statement that an index serves. Written by hand: the ORM
-    would convert each of thousands of values through its field."""
-    if not values:
-        return []
+def _users_where(company: Company, conditions: dict[str, list]) -> list[User]:
+    """The company's users whose column is one of its values, for any of `conditions`
+    ({column: values}; values are UUIDs, or lowercased emails for "lower(email)").
+
+    Each list goes as one JSON parameter: thousands of placeholders, or an array of UUIDs,
+    cost more to convert than the query takes. The values are joined to the table, so that
+    the worst plan is a hash join, never a scan testing each row against every value.
+    """
     quote = connection.ops.quote_name
-    if column == "lower(email)":
-        where = f"LOWER({quote('email')})"
-    else:
-        where = quote(User._meta.get_field(column).column)
-        if not connection.features.has_native_uuid_field:
-            values = [value.hex for value in values]
-    sql = f"SELECT * FROM {quote(User._meta.db_table)} WHERE {quote('company_id')} = %s AND "
-    if connection.vendor == "postgresql":
-        return list(User.objects.raw(sql + f"{where} = ANY(%s)", [company.pk, values]))
-    placeholders = ", ".join(["%s"] * len(values))
-    return list(User.objects.raw(sql + f"{where} IN ({placeholders})", [company.pk, *values]))
+    table, company_id = quote(User._meta.db_table), quote("company_id")
+    statements, params = [], []
+    for column, values in conditions.items():
+        if not values:
+            continue
+        uuids = column != "lower(email)"
+        field = quote(User._meta.get_field(column).column) if uuids else quote("email")
+        expression = f"u.{field}" if uuids else f"LOWER(u.{field})"
+        if connection.vendor == "postgresql":
+            statements.append(
+                f"SELECT u.* FROM {table} u JOIN jsonb_array_elements_text(%s::jsonb) AS k(v) "
+                f"ON {expression} = k.v{'::uuid' if uuids else ''} WHERE u.{company_id} = %s"
+            )
+        else:
+            # SQLite probes the index for each value of the list.
+            statements.append(
+                f"SELECT u.* FROM {table} u WHERE {expression} IN "
+                f"(SELECT value FROM json_each(%s)) AND u.{company_id} = %s"
+            )
+            values = [value.hex for value in values] if uuids else values
+        params += [orjson.dumps(values).decode(), company.pk]
+    if not statements:
+        return []
+    users = User.objects.raw(" UNION ALL ".join(statements), params)
+    return list({user.pk: user for user in users}.values())
 
 
 def _match_candidates(company: Company, records: list[MappedRecord], link: str):
     ids = [r.record_id for r in records if r.record_id]
-    by_id = {getattr(u, link): u for u in _users_where(company, link, ids)}
+    by_id = {getattr(u, link): u for u in _users_where(company, {link: ids})}
     # The rest only for records not linked yet, or whose email changed: in a steady state
-    # a page costs one query.
+    # a page costs one query, and otherwise two.
     unsettled = [
         r
         for r in records
         if r.email_key
         and (r.record_id not in by_id or by_id[r.record_id].email.lower() != r.email_key)
     ]
-    by_entra = {}
-    entra_ids = list({r.entra_object_id for r in unsettled if r.entra_object_id})
-    for u in _users_where(company, "entra_object_id", entra_ids):
-        by_entra[u.entra_object_id] = by_id.get(getattr(u, link), u)
-    by_email = {}
-    emails = list({r.email_key for r in unsettled})
-    for u in _users_where(company, "lower(email)", emails):
-        by_email[u.email.lower()] = by_id.get(getattr(u, link), u)
+    entra_ids = {r.entra_object_id for r in unsettled if r.entra_object_id}
+    emails = {r.email_key for r in unsettled}
+    by_entra, by_email = {}, {}
+    conditions = {"entra_object_id": list(entra_ids), "lower(email)": list(emails)}
+    for u in _users_where(company, conditions):
+        user = by_id.get(getattr(u, link), u)
+        if u.entra_object_id in entra_ids:
+            by_entra[u.entra_object_id] = user
+        if (email := u.email.lower()) in emails:
+            by_email[email] = user
     return by_id, by_entra, by_email
 
 
