@@ -2,14 +2,14 @@
 
     uv run python benchmarks/sync_bench.py --users 100000 [--database sqlite|postgres]
                                            [--page-size 5000] [--seed 1] [--json]
-                                           [--profile full.pstats]
+                                           [--phases] [--serial] [--profile full.pstats]
 
 One run measures, on the same data:
 
   full         a full sync into an empty company
   nochange     a re-sync with nothing changed in Dynamics
   incremental  a re-sync after 1 % of the users changed in Dynamics (through the
-               simulator's control API); today the sync reads everything every time
+               simulator's control API)
   floor        (a) every page fetched by a bare httpx loop that only parses the JSON, and
                (b) the same rows written into a scratch copy of the `users` table with the
                database's fastest bulk path (executemany in one transaction on SQLite,
