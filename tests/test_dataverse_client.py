@@ -182,3 +182,18 @@ def test_each_failure_says_what_to_fix(response, message):
     client, _ = client_for(lambda r: response)
     with pytest.raises(DataverseError, match=message):
         list(client.pages(f"{ORG}/api/data/v9.2/systemusers"))
+
+
+def test_a_value_the_fast_json_parser_refuses_does_not_lose_the_page():
+    # A lone surrogate and a number beyond 64 bits: valid JSON text that orjson refuses.
+    body = b'{"value": [{"firstname": "Ann\\ud800", "employeeid": 123456789012345678901234567890}]}'
+
+    def handler(request):
+        return httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
+
+    client, _ = client_for(handler)
+    (page,) = client.pages(client.collection_url("systemusers", select=["firstname"]))
+
+    assert page.records == [
+        {"firstname": "Ann\ud800", "employeeid": 123456789012345678901234567890}
+    ]
