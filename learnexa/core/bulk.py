@@ -99,14 +99,14 @@ def insert_rows(model: type[models.Model], fields: Sequence[str], rows: Iterable
             for size in _statement_sizes(len(params), connection, len(columns)):
                 chunk = params[start : start + size]
                 start += size
-                execute_qmark(
+                _execute_qmark(
                     cursor,
                     f"INSERT INTO {table} ({names}) VALUES {', '.join([row] * size)}",
                     [value for row_values in chunk for value in row_values],
                 )
 
 
-def execute_qmark(cursor, sql: str, params: Sequence) -> None:
+def _execute_qmark(cursor, sql: str, params: Sequence) -> None:
     """Execute SQL written with SQLite's own "?" placeholders. Django's SQLite cursor turns
     "%s" into "?" with a regex over the whole statement, which for a multi-row INSERT costs
     more than SQLite's work; the connection's execute wrappers still see the statement."""

@@ -328,26 +328,11 @@ class Mapping:
             return mapped
         if reason := self.scope.excludes(record):
             mapped.is_enabled, mapped.disabled_reason = False, reason
-        # The sync's innermost loop: clean_text's own fast path, inlined.
         fields, get = mapped.fields, record.get
         for name, keys, max_length in self._readers:
             value = ""
             for key in keys:
-                raw = get(key)
-                if raw is None:
-                    continue
-                if (
-                    raw.__class__ is str
-                    and raw.isascii()
-                    and raw.isprintable()
-                    and raw[:1] != " "
-                    and raw[-1:] != " "
-                    and "  " not in raw
-                ):
-                    value = raw[:max_length]
-                else:
-                    value = clean_text(raw, max_length)
-                if value:
+                if value := clean_text(get(key), max_length):
                     break
             fields[name] = value
         return mapped

@@ -65,24 +65,20 @@ class NewUser:
     """A user the sync creates: the row to insert, not a model instance, because building
     thousands of those per page costs more than inserting them. Its id is given at insert."""
 
-    __slots__ = ("pk", "email", "values")
+    __slots__ = ("pk", "values")
 
-    # The users columns a created user sets, in this order.
-    FIELDS = [
-        f.name for f in User._meta.concrete_fields if not f.primary_key and f.name != "last_login"
+    _COLUMNS = [
+        f for f in User._meta.concrete_fields if not f.primary_key and f.name != "last_login"
     ]
+    # The users columns a created user sets, in this order.
+    FIELDS = [f.name for f in _COLUMNS]
     INDEX = {name: i for i, name in enumerate(FIELDS)}
     # Every column's default; password, email, links and times are set per user.
-    TEMPLATE = [
-        None if f.null else f.get_default()
-        for f in User._meta.concrete_fields
-        if not f.primary_key and f.name != "last_login"
-    ]
+    TEMPLATE = [None if f.null else f.get_default() for f in _COLUMNS]
 
     def __init__(self, values: list):
         self.pk: int | None = None
         self.values = values
-        self.email = values[self.INDEX["email"]]
 
 
 @dataclass(slots=True)
