@@ -52,7 +52,10 @@ class User(AbstractBaseUser):
         IMPORT = "import", "Imported from a file"
         DYNAMICS_CRM = "dynamics_crm", "Dynamics 365"
 
-    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="users")
+    # Not indexed on its own: every index below starts with the company.
+    company = models.ForeignKey(
+        Company, on_delete=models.CASCADE, related_name="users", db_index=False
+    )
     # Unique per company, compared case-insensitively (see Meta); kept as the source wrote it.
     email = models.CharField(max_length=254)
     first_name = models.CharField(max_length=256, blank=True)
@@ -65,9 +68,8 @@ class User(AbstractBaseUser):
     department = models.CharField(max_length=160, blank=True)
     is_active = models.BooleanField(default=True)
     is_site_admin = models.BooleanField(default=False)
-    created_source = models.CharField(
-        max_length=32, choices=Source.choices, default=Source.MANUAL, db_index=True
-    )
+    # Always filtered within a company, through the company's indexes.
+    created_source = models.CharField(max_length=32, choices=Source.choices, default=Source.MANUAL)
     # The Dynamics records this user is linked to. Set by an integration, never by hand.
     dynamics_systemuser_id = models.UUIDField(null=True, blank=True)
     # ...or the Dynamics contact, where a company syncs its customers or partners.

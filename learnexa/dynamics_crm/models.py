@@ -472,7 +472,10 @@ class SyncChange(models.Model):
         SKIPPED = "skipped", "Skipped"
         FAILED = "failed", "Failed"
 
-    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="changes")
+    # Indexed by (run, action) below.
+    run = models.ForeignKey(
+        SyncRun, on_delete=models.CASCADE, related_name="changes", db_index=False
+    )
     user = models.ForeignKey(
         User, on_delete=models.SET_NULL, null=True, blank=True, related_name="sync_changes"
     )
@@ -499,7 +502,8 @@ class SeenRecord(models.Model):
     database, not in memory, so that a resumed run still knows what it read. Records the
     run created a user for are not kept here: their change record says as much."""
 
-    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="+")
+    # Indexed by the (run, record_id) constraint below.
+    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="+", db_index=False)
     record_id = models.UUIDField()
 
     class Meta:
