@@ -31,6 +31,7 @@ cannot hide behind an earlier, larger one. The figure includes the interpreter a
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import cProfile
 import ctypes
@@ -147,6 +148,7 @@ def _install_phase_timers() -> dict[str, float]:
     """
     from django.db.models import query
 
+    from learnexa.core import bulk
     from learnexa.dynamics_crm import dataverse, mapping, sync
 
     totals: dict[str, float] = defaultdict(float)
@@ -165,13 +167,15 @@ def _install_phase_timers() -> dict[str, float]:
     # longer has is simply not timed.
     for owner, attribute, name in (
         (mapping.Mapping, "map", "map"),
-        (sync, "plan_changes", "plan"),
-        (sync, "_match_candidates", "plan.match"),
+        (sync, "match_page", "match"),
+        (sync, "plan_page", "plan"),
+        (sync.Plan, "prepare", "prepare"),
         (sync, "apply_plan", "apply"),
         (sync, "_insert_users", "apply.insert users"),
         (dataverse.DataverseClient, "get", "fetch"),
         (dataverse.DataverseClient, "_json", "fetch.json"),
         (sync, "_set_unusable_passwords", "plan.unusable_passwords"),
+        (bulk.Rows, "insert", "apply.insert rows"),
     ):
         if hasattr(owner, attribute):
             setattr(owner, attribute, timed(name, getattr(owner, attribute)))
@@ -186,6 +190,24 @@ def _install_phase_timers() -> dict[str, float]:
     query.QuerySet.bulk_create = timed_bulk("bulk_create", bulk_create)
     query.QuerySet.bulk_update = timed_bulk("bulk_update", bulk_update)
     return totals
+
+
+class InlineExecutor:
+    """--serial: plan each page in the sync's own thread, when it is submitted."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def submit(self, fn, *args, **kwargs):
+        future = concurrent.futures.Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
 
 
 TABLE_IN_SQL = re.compile(r'(?:INTO|FROM|UPDATE)\s+"(\w+)"')
@@ -209,6 +231,7 @@ def child_sync(args, info: dict) -> dict:
         from learnexa.dynamics_crm import sync
 
         sync.prefetched = lambda items: items
+        sync.ThreadPoolExecutor = InlineExecutor
 
     def count(execute, sql, params, many, context):
         nonlocal statements
@@ -227,13 +250,14 @@ def child_sync(args, info: dict) -> dict:
     rss_before = _current_rss_mb()
     profiler = cProfile.Profile() if args.profile and args.scenario == "full" else None
     with connection.execute_wrapper(count):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         if profiler:
             profiler.enable()
         execute_run(run)
         if profiler:
             profiler.disable()
         seconds = time.perf_counter() - started
+        cpu_seconds = time.process_time() - cpu_started
     if profiler:
         profiler.dump_stats(args.profile)
     if run.status != SyncRun.Status.SUCCEEDED:
@@ -242,6 +266,7 @@ def child_sync(args, info: dict) -> dict:
     return {
         **extra,
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "records": run.records,
         "pages": run.pages,
         "requests": run.requests,
@@ -688,6 +713,7 @@ def measure(args) -> list[dict]:
                 # it today; only the changes once the sync reads deltas).
                 "users": args.users,
                 "seconds": round(r["seconds"], 3),
+                "cpu_seconds": round(r["cpu_seconds"], 3),
                 "users_per_second": round(args.users / r["seconds"]),
                 "records": r["records"],
                 "floor_fetch_seconds": round(fetch, 3),
@@ -720,7 +746,7 @@ def print_table(rows: list[dict], args) -> None:
         f"fetch {first['floor_fetch_seconds']:.2f} s, write {first['floor_write_seconds']:.2f} s"
     )
     header = (
-        f"{'scenario':<12}{'seconds':>9}{'users/s':>9}{'records':>9}{'requests':>9}"
+        f"{'scenario':<12}{'seconds':>9}{'CPU s':>7}{'users/s':>9}{'records':>9}{'requests':>9}"
         f"{'statements':>11}"
         f"{'peak RSS MB':>12}{'÷(fetch+write)':>15}{'÷max':>6}  outcome"
     )
@@ -732,7 +758,8 @@ def print_table(rows: list[dict], args) -> None:
             f"unchanged {r['unchanged']}, skipped {r['skipped']}"
         )
         print(
-            f"{r['scenario']:<12}{r['seconds']:>9.2f}{r['users_per_second']:>9,}"
+            f"{r['scenario']:<12}{r['seconds']:>9.2f}{r['cpu_seconds']:>7.2f}"
+            f"{r['users_per_second']:>9,}"
             f"{r['records']:>9,}{r['requests']:>9}{r['statements']:>11,}{r['peak_rss_mb']:>12.0f}"
             f"{r['ratio_to_floor_sum']:>15.2f}{r['ratio_to_floor_max']:>6.1f}  {outcome}"
         )

@@ -90,6 +90,11 @@ def assert_sound(company) -> None:
     ).exists()
 
 
+# Pages a sync holds past the one it writes: one planned while that one is written, one
+# fetched, and one being fetched.
+PAGES_IN_FLIGHT = 3
+
+
 def assert_failed_cleanly(run: SyncRun, *, pages: int, ahead: int = 0) -> None:
     """Failed with an explanation, after `pages` whole pages (up to `ahead` more where the
     fault came between pages, and the next ones may have been fetched already), before any
@@ -307,7 +312,7 @@ def test_a_secret_revoked_mid_run_fails_cleanly_and_a_new_secret_resumes(
     run = new_run(setting, trigger=SyncRun.Trigger.SCHEDULE)
     execute_run(run, progress=revoke_after_page_3)
 
-    assert_failed_cleanly(run, pages=3, ahead=2)
+    assert_failed_cleanly(run, pages=3, ahead=PAGES_IN_FLIGHT)
     assert "client secret is wrong" in run.error
     assert secret and secret not in run.error
     assert not run.retryable and not run.will_retry  # an admin must act
@@ -347,7 +352,7 @@ def test_dynamics_going_away_fails_retryable_and_the_retry_resumes_when_it_is_ba
     run = new_run(setting, trigger=SyncRun.Trigger.SCHEDULE)
     execute_run(run, progress=stop_after_page_3)
 
-    assert_failed_cleanly(run, pages=3, ahead=2)
+    assert_failed_cleanly(run, pages=3, ahead=PAGES_IN_FLIGHT)
     assert "couldn't be reached" in run.error
     assert run.retryable and run.will_retry
     checkpoint, failed_at = run.next_page_url, run.pages

@@ -9,6 +9,7 @@ SQLite, or one COPY on PostgreSQL.
 from __future__ import annotations
 
 import functools
+import itertools
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 
@@ -67,43 +68,77 @@ def _uuid_hex(value):
 
 def insert_rows(model: type[models.Model], fields: Sequence[str], rows: Iterable[Sequence]) -> None:
     """INSERT `rows` (sequences of Python values, in `fields` order) into `model`'s table."""
-    connection = connections[router.db_for_write(model)]
-    meta = model._meta
-    columns = [meta.get_field(name) for name in fields]
-    rows = rows if isinstance(rows, list) else list(rows)
-    if not rows:
-        return
-    # Column by column: each converter runs over its column in one comprehension, and the
-    # rows are put back together with zip, all in C but for the converters themselves.
-    values = list(zip(*rows, strict=True))
-    for index, field in enumerate(columns):
-        convert = _converter(field, connection)
-        if convert is not None:
-            values[index] = [None if v is None else convert(v) for v in values[index]]
-    params = list(zip(*values, strict=True))
-    quote = connection.ops.quote_name
-    table = quote(meta.db_table)
-    names = ", ".join(quote(field.column) for field in columns)
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # COPY: one round trip for the page, where executemany makes one a row.
-            with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-                for row in params:
-                    copy.write_row(row)
-        else:
+    Rows(model, fields, rows).insert()
+
+
+class Rows:
+    """Rows of one table, converted for the database driver and ready to insert.
+
+    Converting is Python work and inserting is mostly the database's, so the two can be
+    done apart: converted in one thread while another inserts the rows before them. A
+    column can be given its values after converting (`set_column`), such as ids reserved
+    only when the rows are inserted.
+    """
+
+    def __init__(
+        self,
+        model: type[models.Model],
+        fields: Sequence[str],
+        rows: Iterable[Sequence],
+        *,
+        connection=None,
+    ):
+        self.model = model
+        self.connection = connection or connections[router.db_for_write(model)]
+        meta = model._meta
+        self.fields = [meta.get_field(name) for name in fields]
+        rows = rows if isinstance(rows, list) else list(rows)
+        self.count = len(rows)
+        # Column by column: each converter runs over its column in one comprehension, all
+        # in C but for the converters themselves.
+        self.columns = list(zip(*rows, strict=True)) if rows else [()] * len(self.fields)
+        for index, field in enumerate(self.fields):
+            convert = _converter(field, self.connection) if rows else None
+            if convert is not None:
+                self.columns[index] = [
+                    None if v is None else convert(v) for v in self.columns[index]
+                ]
+
+    def set_column(self, name: str, values: Sequence) -> None:
+        """Values, already as the driver takes them, for the column of field `name`."""
+        index = next(i for i, f in enumerate(self.fields) if f.name == name)
+        if len(values) != self.count:
+            raise ValueError(f"{len(values)} values for {self.count} rows")
+        self.columns[index] = values
+
+    def insert(self) -> None:
+        if not self.count:
+            return
+        connection = self.connection
+        quote = connection.ops.quote_name
+        table = quote(self.model._meta.db_table)
+        names = ", ".join(quote(field.column) for field in self.fields)
+        width = len(self.fields)
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                # COPY: one round trip for the page, where executemany makes one a row.
+                with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                    for row in zip(*self.columns, strict=True):
+                        copy.write_row(row)
+                return
             # Many rows per statement rather than executemany: SQLite then works through
             # each statement without the GIL, where executemany takes it back after every
-            # row, which starves (and is starved by) a thread fetching the next page.
-            row = "({})".format(", ".join(["?"] * len(columns)))
+            # row, which starves (and is starved by) the threads working on other pages.
+            values = list(itertools.chain.from_iterable(zip(*self.columns, strict=True)))
+            row = "({})".format(", ".join(["?"] * width))
             start = 0
-            for size in _statement_sizes(len(params), connection, len(columns)):
-                chunk = params[start : start + size]
-                start += size
+            for size in _statement_sizes(self.count, connection, width):
                 _execute_qmark(
                     cursor,
                     f"INSERT INTO {table} ({names}) VALUES {', '.join([row] * size)}",
-                    [value for row_values in chunk for value in row_values],
+                    values[start * width : (start + size) * width],
                 )
+                start += size
 
 
 def _execute_qmark(cursor, sql: str, params: Sequence) -> None:

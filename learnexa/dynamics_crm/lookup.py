@@ -83,11 +83,11 @@ def lookup_person(setting: DynamicsCrmSetting, email: str, *, apply: bool = Fals
             f"A sync of {setting.company} is running; try again when it has finished."
         )
     try:
+        plan.prepare(run.pk, [])
         apply_plan(
             run,
             plan,
             Page(records=page.records, next_link=None, url=url),
-            seen=[],
             requests=client.requests,
             throttle_wait=client.throttle_wait_seconds,
         )

@@ -2,10 +2,11 @@
 
     fetch a page → map → match → plan → apply → record, page after page; then settle
 
-Each page is planned with three queries (users by linked id, by Entra object id, by email)
-and applied in one transaction with bulk statements, so the work per page is constant
-however large the company, and a run that stops half-way leaves whole pages behind, never
-half of one, with a checkpoint to resume from.
+Each page is matched with two queries (users by linked id; by Entra object id or email),
+planned in Python, and applied in one transaction with bulk statements, so the work per page
+is constant however large the company, and a run that stops half-way leaves whole pages
+behind, never half of one, with a checkpoint to resume from. While a page is written, the
+next one is fetched and mapped in one thread and planned in another.
 
 Deactivations wait until the read is complete: only then is "missing from Dynamics" known,
 and only then is the run's total compared with the company's limits, above which they are
@@ -20,6 +21,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -31,13 +33,14 @@ from django.db.models import Exists, F, Min, OuterRef
 from django.utils import timezone
 
 from learnexa.accounts.models import Company, User
-from learnexa.core.bulk import allocate_ids, insert_rows
+from learnexa.core.bulk import Rows, allocate_ids, insert_rows
+from learnexa.core.garbage import collected_per_page
 from learnexa.core.pipeline import prefetched
 
 from . import notifications
 from .credentials import AuthenticationError, TokenProvider
 from .dataverse import DataverseClient, DataverseError, DeltaExpired, Page
-from .mapping import MappedRecord, Mapping, Policy
+from .mapping import MappedRecord, Mapping, Policy, parse_guid
 from .models import DynamicsCrmSetting, SeenRecord, SyncChange, SyncRun
 
 logger = logging.getLogger(__name__)
@@ -122,6 +125,45 @@ class Plan:
     updates: dict[tuple[str, ...], list[User]] = field(default_factory=dict)
     changes: list[Change] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
+    # The rows to insert, converted by prepare(); ids of new users are given at insert.
+    user_rows: Rows | None = None
+    change_rows: Rows | None = None
+    seen_rows: Rows | None = None
+
+    def prepare(self, run_id: int, seen: list, connection=None) -> None:
+        """Convert the rows to write, which is Python work: done while the page before is
+        written. `seen` are the record ids a full read has seen (see _plan_missing)."""
+        self.user_rows = Rows(
+            User,
+            ["id", *NewUser.FIELDS],
+            ([None, *user.values] for user in self.creates),
+            connection=connection,
+        )
+        self.change_rows = Rows(
+            SyncChange, Change.COLUMNS, (c.row(run_id) for c in self.changes), connection=connection
+        )
+        self.seen_rows = Rows(
+            SeenRecord,
+            ["run", "record_id"],
+            ((run_id, i) for i in dict.fromkeys(seen)),
+            connection=connection,
+        )
+
+    def written_keys(self) -> set:
+        """What writing this plan changes that matching looks at: the link, Entra object id
+        and email of every user it creates or updates, and the ids of those it updates."""
+        keys = set()
+        at = NewUser.INDEX
+        for user in self.creates:
+            values = user.values
+            keys.update((values[at[self.link]], values[at["entra_object_id"]]))
+            keys.add(values[at["email"]].lower())
+        for users in self.updates.values():
+            for user in users:
+                keys.update((user.pk, getattr(user, self.link), user.entra_object_id))
+                keys.add(user.email.lower())
+        keys.discard(None)
+        return keys
 
     def record(
         self,
@@ -197,9 +239,13 @@ def _users_where(company: Company, conditions: dict[str, list]) -> list[User]:
         field = quote(User._meta.get_field(column).column) if uuids else quote("email")
         expression = f"u.{field}" if uuids else f"LOWER(u.{field})"
         if connection.vendor == "postgresql":
+            # One index lookup per value, whatever the statistics say: during a first sync
+            # they say the company has almost no users, and PostgreSQL would otherwise read
+            # all of them for every page (OFFSET 0 keeps the subquery from being merged).
             statements.append(
-                f"SELECT u.* FROM {table} u JOIN jsonb_array_elements_text(%s::jsonb) AS k(v) "
-                f"ON {expression} = k.v{'::uuid' if uuids else ''} WHERE u.{company_id} = %s"
+                f"SELECT u.* FROM jsonb_array_elements_text(%s::jsonb) AS k(v) CROSS JOIN "
+                f"LATERAL (SELECT * FROM {table} u WHERE u.{company_id} = %s AND "
+                f"{expression} = k.v{'::uuid' if uuids else ''} OFFSET 0) u"
             )
         else:
             # SQLite probes the index for each value of the list.
@@ -239,6 +285,38 @@ def _match_candidates(company: Company, records: list[MappedRecord], link: str):
     return by_id, by_entra, by_email
 
 
+@dataclass
+class Candidates:
+    """The platform users a page's records could be, found before planning so that planning
+    is Python work only."""
+
+    by_id: dict
+    by_entra: dict
+    by_email: dict
+    # Active users linked to records a delta reports deleted.
+    deleted: list[User]
+    # Everything looked up and found (record ids, Entra object ids, emails, user ids): if
+    # writing another page changes any of them, this page must be matched again.
+    keys: set
+
+
+def match_page(company: Company, records: list[MappedRecord], link: str, deleted_ids=()):
+    by_id, by_entra, by_email = _match_candidates(company, records, link)
+    deleted = []
+    if deleted_ids:
+        deleted = list(
+            User.objects.filter(company=company, is_active=True, **{f"{link}__in": deleted_ids})
+        )
+    keys = {parse_guid(i) for i in deleted_ids}
+    for r in records:
+        keys.update((r.record_id, r.entra_object_id, r.email_key))
+    for users in (by_id, by_entra, by_email):
+        keys.update(user.pk for user in users.values())
+    keys.update(user.pk for user in deleted)
+    keys.discard(None)
+    return Candidates(by_id, by_entra, by_email, deleted, keys)
+
+
 def plan_changes(
     company: Company,
     records: list[MappedRecord],
@@ -247,7 +325,22 @@ def plan_changes(
     create_users: bool = True,
     now=None,
 ) -> Plan:
-    """Decide, for each record of a page, what happens to the platform's users.
+    """Match a page's records and plan what happens to them (see plan_page)."""
+    candidates = match_page(company, records, mapping.source.link_field)
+    return plan_page(company, records, mapping, candidates, create_users=create_users, now=now)
+
+
+def plan_page(
+    company: Company,
+    records: list[MappedRecord],
+    mapping: Mapping,
+    candidates: Candidates,
+    *,
+    create_users: bool = True,
+    now=None,
+) -> Plan:
+    """Decide, for each record of a page, what happens to the platform's users, and to
+    those linked to records a delta reports deleted.
 
     Matching, in order: the linked Dynamics user, the Entra object id, the email
     (case-insensitively). When two Dynamics users share an email, the first in Dynamics'
@@ -257,7 +350,7 @@ def plan_changes(
     now = now or timezone.now()
     plan = Plan(link=mapping.source.link_field)
     link = plan.link
-    by_id, by_entra, by_email = _match_candidates(company, records, link)
+    by_id, by_entra, by_email = candidates.by_id, candidates.by_entra, candidates.by_email
     claimed: set[int] = set()
     planned_emails: set[str] = set()
 
@@ -312,6 +405,8 @@ def plan_changes(
         claimed.add(user.pk)
         planned_emails.add(mapped.email_key)
         _plan_update(plan, user, mapped, mapping, by_email, now)
+    for user in candidates.deleted:
+        plan.deactivate(user, None, "Deleted in Dynamics.")
     _set_unusable_passwords(plan.creates)
     return plan
 
@@ -407,22 +502,11 @@ def _plan_update(
         plan.counts["unchanged"] += 1
 
 
-def plan_deletions(plan: Plan, company: Company, record_ids: list[str]) -> None:
-    """Users linked to records a delta reports deleted."""
-    linked = User.objects.filter(
-        company=company, is_active=True, **{f"{plan.link}__in": record_ids}
-    )
-    for user in linked:
-        plan.deactivate(user, None, "Deleted in Dynamics.")
-
-
 # -- apply and record -------------------------------------------------------------------
 
 
-def apply_plan(
-    run: SyncRun, plan: Plan, page: Page, *, seen: list, requests: int, throttle_wait: float
-) -> None:
-    """Write one page's plan and the run's progress in one transaction."""
+def apply_plan(run: SyncRun, plan: Plan, page: Page, *, requests: int, throttle_wait: float):
+    """Write one page's prepared plan and the run's progress in one transaction."""
     with transaction.atomic():
         if not run.setting.renew_lease(run.lease_owner):
             raise LeaseLost(
@@ -431,14 +515,11 @@ def apply_plan(
             )
         if not run.dry_run:
             if plan.creates:
-                _insert_users(plan.creates)
+                _insert_users(plan)
             for fields, users in plan.updates.items():
                 User.objects.bulk_update(users, [*fields, "updated_at"], batch_size=500)
-        if seen:
-            insert_rows(
-                SeenRecord, ["run", "record_id"], ((run.pk, i) for i in dict.fromkeys(seen))
-            )
-        insert_rows(SyncChange, Change.COLUMNS, (c.row(run.pk) for c in plan.changes))
+        plan.seen_rows.insert()
+        plan.change_rows.insert()
         counters = {n: F(n) + plan.counts[n] for n in SyncRun.COUNTERS if plan.counts[n]}
         SyncRun.objects.filter(pk=run.pk).update(
             pages=F("pages") + 1,
@@ -469,11 +550,14 @@ def apply_plan(
     )
 
 
-def _insert_users(users: list[NewUser]) -> None:
-    """Insert new users with ids reserved beforehand: their change records point to them."""
-    for user, pk in zip(users, allocate_ids(User, len(users)), strict=True):
+def _insert_users(plan: Plan) -> None:
+    """Insert new users with ids reserved now; their change records point to them."""
+    ids = allocate_ids(User, len(plan.creates))
+    for user, pk in zip(plan.creates, ids, strict=True):
         user.pk = pk
-    insert_rows(User, ["id", *NewUser.FIELDS], ([u.pk, *u.values] for u in users))
+    plan.user_rows.set_column("id", ids)
+    plan.user_rows.insert()
+    plan.change_rows.set_column("user", [c.user and c.user.pk for c in plan.changes])
 
 
 # -- settle: what a complete read decides -----------------------------------------------
@@ -609,8 +693,8 @@ def execute_run(
         run.save(update_fields=["status", "started_at", "finished_at", "error"])
         try:
             client = client or open_client(setting)
-            with client:
-                _run(run, client, progress, deadline)
+            with client, collected_per_page() as collect:
+                _run(run, client, progress, deadline, collect)
         except SliceEnded:
             run.sliced = True
             run.status = SyncRun.Status.QUEUED
@@ -650,7 +734,13 @@ def _choose_mode(run: SyncRun) -> None:
     run.save(update_fields=["mode", "mode_reason"])
 
 
-def _run(run: SyncRun, client: DataverseClient, progress, deadline: float | None = None) -> None:
+def _run(
+    run: SyncRun,
+    client: DataverseClient,
+    progress,
+    deadline: float | None,
+    collect: Callable[[], None],
+) -> None:
     setting = run.setting
     mapping = Mapping.for_setting(setting)
     resuming = bool(run.next_page_url) or run.read_complete
@@ -662,6 +752,34 @@ def _run(run: SyncRun, client: DataverseClient, progress, deadline: float | None
         for page in client.pages(url, track_changes=track_changes):
             yield page, [mapping.map(r) for r in page.rows]
 
+    def plan(mapped: list[MappedRecord], candidates: Candidates, full: bool) -> Plan:
+        plan = plan_page(
+            run.company, mapped, mapping, candidates, create_users=setting.create_users
+        )
+        # The records a full read has seen, but for the users it creates: those are known
+        # present by their change record (see _plan_missing).
+        seen = []
+        if full:
+            at = NewUser.INDEX[plan.link]
+            created = {user.values[at] for user in plan.creates}
+            seen = [m.record_id for m in mapped if m.record_id and m.record_id not in created]
+        plan.prepare(run.pk, seen, connection)
+        return plan
+
+    def write(page: Page, plan: Plan) -> None:
+        apply_plan(
+            run,
+            plan,
+            page,
+            requests=base_requests + client.requests,
+            throttle_wait=base_wait + client.throttle_wait_seconds,
+        )
+        collect()
+        if progress:
+            progress(run)
+        if deadline and page.next_link and time.monotonic() >= deadline:
+            raise SliceEnded
+
     def read(url: str, *, full: bool, track_changes: bool = False) -> None:
         pages = fetch_and_map(url, track_changes)
         # Fetch and map the next page while this one is written (SQLite and the socket
@@ -669,29 +787,30 @@ def _run(run: SyncRun, client: DataverseClient, progress, deadline: float | None
         # writes the token cache to the database, which belongs to this thread.
         if setting.credential_type != setting.CredentialType.DELEGATED:
             pages = prefetched(pages)
-        for page, mapped in pages:
-            plan = plan_changes(run.company, mapped, mapping, create_users=setting.create_users)
-            if page.deleted_ids:
-                plan_deletions(plan, run.company, page.deleted_ids)
-            # The records a full read has seen, but for the users it creates: those are known
-            # present by their change record (see _plan_missing).
-            seen = []
-            if full:
-                at = NewUser.INDEX[plan.link]
-                created = {user.values[at] for user in plan.creates}
-                seen = [m.record_id for m in mapped if m.record_id and m.record_id not in created]
-            apply_plan(
-                run,
-                plan,
-                page,
-                seen=seen,
-                requests=base_requests + client.requests,
-                throttle_wait=base_wait + client.throttle_wait_seconds,
-            )
-            if progress:
-                progress(run)
-            if deadline and page.next_link and time.monotonic() >= deadline:
-                raise SliceEnded
+        link = mapping.source.link_field
+        # Each page is matched before the page ahead of it is written, and planned in a
+        # second thread while it is. Should that write touch anything the match looked at,
+        # the page is matched and planned again: the result is always what matching after
+        # the write would have given.
+        ahead: tuple[Page, Plan] | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="sync-plan") as planner:
+            try:
+                for page, mapped in pages:
+                    candidates = match_page(run.company, mapped, link, page.deleted_ids)
+                    planned = planner.submit(plan, mapped, candidates, full)
+                    written, ahead = ahead, None
+                    if written:
+                        write(*written)
+                    this = planned.result()
+                    if written and not candidates.keys.isdisjoint(written[1].written_keys()):
+                        candidates = match_page(run.company, mapped, link, page.deleted_ids)
+                        this = plan(mapped, candidates, full)
+                    ahead = page, this
+            finally:
+                # The last page; or, when reading the next one failed, the page before it,
+                # so that a retry resumes after it.
+                if ahead:
+                    write(*ahead)
 
     if run.mode == SyncRun.Mode.DELTA and not run.read_complete:
         try:
