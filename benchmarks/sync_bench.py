@@ -179,6 +179,25 @@ def _install_phase_timers() -> dict[str, float]:
     ):
         if hasattr(owner, attribute):
             setattr(owner, attribute, timed(name, getattr(owner, attribute)))
+    # What the sync's own thread waits for: the next page (fetched and mapped in the
+    # prefetch thread) and the next page's plan (made in the planning thread).
+    prefetched = sync.prefetched
+
+    def timed_prefetched(items):
+        pages = prefetched(items)
+        while True:
+            started = time.perf_counter()
+            try:
+                item = next(pages)
+            except StopIteration:
+                return
+            finally:
+                totals["wait.next page"] += time.perf_counter() - started
+            yield item
+
+    sync.prefetched = timed_prefetched
+    result = concurrent.futures.Future.result
+    concurrent.futures.Future.result = timed("wait.plan", result)
     bulk_create, bulk_update = query.QuerySet.bulk_create, query.QuerySet.bulk_update
 
     def timed_bulk(kind, fn):

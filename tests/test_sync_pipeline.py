@@ -9,7 +9,7 @@ import pytest
 
 from learnexa.accounts.models import User
 from learnexa.core.bulk import Rows
-from learnexa.core.garbage import collected_per_page
+from learnexa.core.garbage import PAGES_PER_COLLECTION, collected_per_page
 from learnexa.dynamics_crm import sync
 from learnexa.dynamics_crm.models import SyncChange, SyncRun
 
@@ -94,7 +94,7 @@ def test_collection_is_back_after_a_run_that_failed():
     assert gc.isenabled()
 
 
-def test_the_per_page_collection_frees_cycles_made_during_the_page():
+def test_the_collection_between_pages_frees_cycles_made_during_them():
     import weakref
 
     class Node:
@@ -106,6 +106,9 @@ def test_the_per_page_collection_frees_cycles_made_during_the_page():
         alive = weakref.ref(node)
         del node
         assert alive() is not None  # a cycle: reference counting alone can't free it
+        for _ in range(PAGES_PER_COLLECTION - 1):
+            collect()
+        assert alive() is not None
         collect()
         assert alive() is None
 

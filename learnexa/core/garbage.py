@@ -16,26 +16,35 @@ from contextlib import contextmanager
 @contextmanager
 def collected_per_page() -> Iterator[Callable[[], None]]:
     """Switch automatic collection off and yield the function to call after each page,
-    which collects only the objects made since the last page, so each is traversed about
-    once. The objects that existed before are frozen out of the way until the end.
+    which now and then collects the young objects, so that each is traversed at most once.
+    The objects that existed before are frozen out of the way until the end.
 
     Where collection is already off (a caller of ours, or another run in this process),
     it is left as it is and the per-page call does nothing.
     """
-    if not gc.isenabled() or __import__("os").environ.get("NOGCX"):
+    if not gc.isenabled():
         yield _nothing
         return
+    pages = 0
+
+    def collect() -> None:
+        # Not after every page: a collection traverses what is still alive, and most of
+        # what the pages since the last one made is freed by then.
+        nonlocal pages
+        pages += 1
+        if pages % PAGES_PER_COLLECTION == 0:
+            gc.collect(1)
+
     gc.freeze()
     gc.disable()
     try:
-        yield _collect_young
+        yield collect
     finally:
         gc.enable()
         gc.unfreeze()
 
 
-def _collect_young() -> None:
-    gc.collect(1)
+PAGES_PER_COLLECTION = 8
 
 
 def _nothing() -> None:

@@ -136,7 +136,7 @@ class Source:
         return mapped
 
 
-@dataclass
+@dataclass(slots=True)
 class MappedRecord:
     """What a record says the user should look like, or why it is left alone."""
 
@@ -348,11 +348,14 @@ def value_key(column: str) -> str:
 
 def clean_text(value, max_length: int) -> str:
     """A single line of printable text, at most `max_length` characters."""
-    if value is None or isinstance(value, (dict, list)):
+    if type(value) is str:  # nearly always: checked first
+        text = value
+    elif value is None or isinstance(value, (dict, list)):
         return ""
-    if isinstance(value, bool):
-        value = "Yes" if value else "No"
-    text = str(value)
+    elif isinstance(value, bool):
+        text = "Yes" if value else "No"
+    else:
+        text = str(value)
     # Most values are already clean: printable (no control, format or private-use
     # characters, no whitespace but the space), trimmed, single-spaced, normalized.
     if (

@@ -70,14 +70,12 @@ class NewUser:
 
     __slots__ = ("pk", "values")
 
-    _COLUMNS = [
-        f for f in User._meta.concrete_fields if not f.primary_key and f.name != "last_login"
-    ]
-    # The users columns a created user sets, in this order.
+    _COLUMNS = [f for f in User._meta.concrete_fields if f.name != "last_login"]
+    # The users columns a created user sets, in this order, the id first.
     FIELDS = [f.name for f in _COLUMNS]
     INDEX = {name: i for i, name in enumerate(FIELDS)}
-    # Every column's default; password, email, links and times are set per user.
-    TEMPLATE = [None if f.null else f.get_default() for f in _COLUMNS]
+    # Every column's default; the id, password, email, links and times are set per user.
+    TEMPLATE = [None if f.null or f.primary_key else f.get_default() for f in _COLUMNS]
 
     def __init__(self, values: list):
         self.pk: int | None = None
@@ -129,15 +127,15 @@ class Plan:
     user_rows: Rows | None = None
     change_rows: Rows | None = None
     seen_rows: Rows | None = None
+    # What writing this plan changes that matching looks at (see written_keys).
+    written: set = field(default_factory=set)
 
     def prepare(self, run_id: int, seen: list, connection=None) -> None:
         """Convert the rows to write, which is Python work: done while the page before is
         written. `seen` are the record ids a full read has seen (see _plan_missing)."""
+        self.written = self.written_keys()
         self.user_rows = Rows(
-            User,
-            ["id", *NewUser.FIELDS],
-            ([None, *user.values] for user in self.creates),
-            connection=connection,
+            User, NewUser.FIELDS, [user.values for user in self.creates], connection=connection
         )
         self.change_rows = Rows(
             SyncChange, Change.COLUMNS, (c.row(run_id) for c in self.changes), connection=connection
@@ -353,6 +351,12 @@ def plan_page(
     by_id, by_entra, by_email = candidates.by_id, candidates.by_entra, candidates.by_email
     claimed: set[int] = set()
     planned_emails: set[str] = set()
+    # What every user this page creates has in common.
+    template = NewUser.TEMPLATE.copy()
+    index = NewUser.INDEX
+    template[index["company"]] = company.pk
+    template[index["created_source"]] = User.Source.DYNAMICS_CRM
+    template[index["created_at"]] = template[index["updated_at"]] = now
 
     for mapped in records:
         if mapped.skip_reason:
@@ -399,7 +403,7 @@ def plan_page(
                 )
             else:
                 planned_emails.add(mapped.email_key)
-                _plan_create(plan, company, mapped, now)
+                _plan_create(plan, template, mapped)
             continue
 
         claimed.add(user.pk)
@@ -411,17 +415,14 @@ def plan_page(
     return plan
 
 
-def _plan_create(plan: Plan, company: Company, mapped: MappedRecord, now) -> None:
-    values = NewUser.TEMPLATE.copy()
+def _plan_create(plan: Plan, template: list, mapped: MappedRecord) -> None:
+    values = template.copy()
     index = NewUser.INDEX
     for name, value in mapped.fields.items():
         values[index[name]] = value
-    values[index["company"]] = company.pk
     values[index["email"]] = mapped.email
-    values[index["created_source"]] = User.Source.DYNAMICS_CRM
     values[index[plan.link]] = mapped.record_id
     values[index["entra_object_id"]] = mapped.entra_object_id
-    values[index["created_at"]] = values[index["updated_at"]] = now
     user = NewUser(values)
     plan.creates.append(user)
     plan.record(
@@ -802,7 +803,7 @@ def _run(
                     if written:
                         write(*written)
                     this = planned.result()
-                    if written and not candidates.keys.isdisjoint(written[1].written_keys()):
+                    if written and not candidates.keys.isdisjoint(written[1].written):
                         candidates = match_page(run.company, mapped, link, page.deleted_ids)
                         this = plan(mapped, candidates, full)
                     ahead = page, this

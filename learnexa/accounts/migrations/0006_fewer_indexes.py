@@ -5,20 +5,32 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0005_entra_index_per_company'),
+        ("accounts", "0005_entra_index_per_company"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='user',
-            name='company',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='users', to='accounts.company'),
+            model_name="user",
+            name="company",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="users",
+                to="accounts.company",
+            ),
         ),
         migrations.AlterField(
-            model_name='user',
-            name='created_source',
-            field=models.CharField(choices=[('manual', 'Added by hand'), ('import', 'Imported from a file'), ('dynamics_crm', 'Dynamics 365')], default='manual', max_length=32),
+            model_name="user",
+            name="created_source",
+            field=models.CharField(
+                choices=[
+                    ("manual", "Added by hand"),
+                    ("import", "Imported from a file"),
+                    ("dynamics_crm", "Dynamics 365"),
+                ],
+                default="manual",
+                max_length=32,
+            ),
         ),
     ]

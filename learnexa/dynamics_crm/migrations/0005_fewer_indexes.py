@@ -5,20 +5,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('dynamics_crm', '0004_source_table'),
+        ("dynamics_crm", "0004_source_table"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='seenrecord',
-            name='run',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='dynamics_crm.syncrun'),
+            model_name="seenrecord",
+            name="run",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="+",
+                to="dynamics_crm.syncrun",
+            ),
         ),
         migrations.AlterField(
-            model_name='syncchange',
-            name='run',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='changes', to='dynamics_crm.syncrun'),
+            model_name="syncchange",
+            name="run",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="changes",
+                to="dynamics_crm.syncrun",
+            ),
         ),
     ]
