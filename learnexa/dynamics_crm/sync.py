@@ -743,6 +743,8 @@ def _run(
     collect: Callable[[], None],
 ) -> None:
     setting = run.setting
+    # Loaded here: the planning thread must not query the database.
+    company = setting.company
     mapping = Mapping.for_setting(setting)
     resuming = bool(run.next_page_url) or run.read_complete
     if not resuming:
@@ -753,10 +755,8 @@ def _run(
         for page in client.pages(url, track_changes=track_changes):
             yield page, [mapping.map(r) for r in page.rows]
 
-    def plan(mapped: list[MappedRecord], candidates: Candidates, full: bool) -> Plan:
-        plan = plan_page(
-            run.company, mapped, mapping, candidates, create_users=setting.create_users
-        )
+    def plan_and_prepare(mapped: list[MappedRecord], candidates: Candidates, full: bool) -> Plan:
+        plan = plan_page(company, mapped, mapping, candidates, create_users=setting.create_users)
         # The records a full read has seen, but for the users it creates: those are known
         # present by their change record (see _plan_missing).
         seen = []
@@ -793,25 +793,25 @@ def _run(
         # second thread while it is. Should that write touch anything the match looked at,
         # the page is matched and planned again: the result is always what matching after
         # the write would have given.
-        ahead: tuple[Page, Plan] | None = None
+        unwritten: tuple[Page, Plan] | None = None
         with ThreadPoolExecutor(1, thread_name_prefix="sync-plan") as planner:
             try:
                 for page, mapped in pages:
-                    candidates = match_page(run.company, mapped, link, page.deleted_ids)
-                    planned = planner.submit(plan, mapped, candidates, full)
-                    written, ahead = ahead, None
-                    if written:
-                        write(*written)
-                    this = planned.result()
-                    if written and not candidates.keys.isdisjoint(written[1].written):
-                        candidates = match_page(run.company, mapped, link, page.deleted_ids)
-                        this = plan(mapped, candidates, full)
-                    ahead = page, this
+                    candidates = match_page(company, mapped, link, page.deleted_ids)
+                    planned = planner.submit(plan_and_prepare, mapped, candidates, full)
+                    before, unwritten = unwritten, None
+                    if before:
+                        write(*before)
+                    plan = planned.result()
+                    if before and not candidates.keys.isdisjoint(before[1].written):
+                        candidates = match_page(company, mapped, link, page.deleted_ids)
+                        plan = plan_and_prepare(mapped, candidates, full)
+                    unwritten = page, plan
             finally:
                 # The last page; or, when reading the next one failed, the page before it,
                 # so that a retry resumes after it.
-                if ahead:
-                    write(*ahead)
+                if unwritten:
+                    write(*unwritten)
 
     if run.mode == SyncRun.Mode.DELTA and not run.read_complete:
         try:
