@@ -28,7 +28,9 @@ POSTGRES = django_settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
 USERS = 400
 PAGE = 20
 KILLS = 20
-COMPANIES = [f"kill{n}" for n in range(16)]
+# More companies than the kills need: a kill aimed near the end of a run often comes after
+# the run has finished, and the syncs are fast enough now that many do.
+COMPANIES = [f"kill{n}" for n in range(30)]
 
 # The forking process: commands on stdin, one per line; answers on stdout.
 #   setup <info json>      migrate, create the companies and a clean one, sync the clean one
