@@ -4,12 +4,13 @@ planning after that write would have decided."""
 from __future__ import annotations
 
 import gc
+import sys
 
 import pytest
 
 from learnexa.accounts.models import User
 from learnexa.core.bulk import Rows
-from learnexa.core.garbage import PAGES_PER_COLLECTION, collected_per_page
+from learnexa.core.runtime import PAGES_PER_COLLECTION, SWITCH_INTERVAL, paged_run
 from learnexa.dynamics_crm import sync
 from learnexa.dynamics_crm.models import SyncChange, SyncRun
 
@@ -76,22 +77,25 @@ def test_pages_with_nothing_in_common_are_matched_once(settings, setting, simula
     ) == {"kim@contoso.com", "lee@contoso.com"}
 
 
-def test_automatic_collection_is_off_during_a_run_and_back_after():
+def test_collection_is_off_and_switches_quicker_during_a_run_and_back_after():
     assert gc.isenabled()
-    frozen = gc.get_freeze_count()
-    with collected_per_page():
+    frozen, interval = gc.get_freeze_count(), sys.getswitchinterval()
+    with paged_run():
         assert not gc.isenabled()
         assert gc.get_freeze_count() > frozen  # what existed before is set aside
-        with collected_per_page():  # nested (another run in this process): left as it is
+        assert sys.getswitchinterval() == SWITCH_INTERVAL < interval
+        with paged_run():  # nested (another run in this process): left as it is
             assert not gc.isenabled()
-        assert not gc.isenabled()
+        assert not gc.isenabled() and sys.getswitchinterval() == SWITCH_INTERVAL
     assert gc.isenabled() and gc.get_freeze_count() == 0
+    assert sys.getswitchinterval() == interval
 
 
-def test_collection_is_back_after_a_run_that_failed():
-    with pytest.raises(RuntimeError), collected_per_page():
+def test_settings_are_back_after_a_run_that_failed():
+    interval = sys.getswitchinterval()
+    with pytest.raises(RuntimeError), paged_run():
         raise RuntimeError("the sync failed")
-    assert gc.isenabled()
+    assert gc.isenabled() and sys.getswitchinterval() == interval
 
 
 def test_the_collection_between_pages_frees_cycles_made_during_them():
@@ -100,7 +104,7 @@ def test_the_collection_between_pages_frees_cycles_made_during_them():
     class Node:
         pass
 
-    with collected_per_page() as collect:
+    with paged_run() as collect:
         node = Node()
         node.self = node
         alive = weakref.ref(node)

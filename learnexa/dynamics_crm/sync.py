@@ -34,8 +34,8 @@ from django.utils import timezone
 
 from learnexa.accounts.models import Company, User
 from learnexa.core.bulk import Rows, allocate_ids, insert_rows
-from learnexa.core.garbage import collected_per_page
 from learnexa.core.pipeline import prefetched
+from learnexa.core.runtime import paged_run
 
 from . import notifications
 from .credentials import AuthenticationError, TokenProvider
@@ -694,8 +694,8 @@ def execute_run(
         run.save(update_fields=["status", "started_at", "finished_at", "error"])
         try:
             client = client or open_client(setting)
-            with client, collected_per_page() as collect:
-                _run(run, client, progress, deadline, collect)
+            with client, paged_run() as after_page:
+                _run(run, client, progress, deadline, after_page)
         except SliceEnded:
             run.sliced = True
             run.status = SyncRun.Status.QUEUED
@@ -740,7 +740,7 @@ def _run(
     client: DataverseClient,
     progress,
     deadline: float | None,
-    collect: Callable[[], None],
+    after_page: Callable[[], None],
 ) -> None:
     setting = run.setting
     # Loaded here: the planning thread must not query the database.
@@ -775,7 +775,7 @@ def _run(
             requests=base_requests + client.requests,
             throttle_wait=base_wait + client.throttle_wait_seconds,
         )
-        collect()
+        after_page()
         if progress:
             progress(run)
         if deadline and page.next_link and time.monotonic() >= deadline:
