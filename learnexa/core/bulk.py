@@ -94,11 +94,14 @@ class Rows:
         self.fields = [meta.get_field(name) for name in fields]
         rows = rows if isinstance(rows, list) else list(rows)
         self.count = len(rows)
+        if not rows:
+            self.columns = [()] * len(self.fields)
+            return
         # Column by column: each converter runs over its column in one comprehension, all
         # in C but for the converters themselves.
-        self.columns = list(zip(*rows, strict=True)) if rows else [()] * len(self.fields)
+        self.columns = list(zip(*rows, strict=True))
         for index, field in enumerate(self.fields):
-            convert = _converter(field, self.connection) if rows else None
+            convert = _converter(field, self.connection)
             if convert is not None:
                 self.columns[index] = [
                     None if v is None else convert(v) for v in self.columns[index]

@@ -127,7 +127,7 @@ class Plan:
     user_rows: Rows | None = None
     change_rows: Rows | None = None
     seen_rows: Rows | None = None
-    # What writing this plan changes that matching looks at (see written_keys).
+    # written_keys(), kept by prepare() so that the planning thread works it out.
     written: set = field(default_factory=set)
 
     def prepare(self, run_id: int, seen: list, connection=None) -> None:
@@ -224,8 +224,8 @@ def _users_where(company: Company, conditions: dict[str, list]) -> list[User]:
     ({column: values}; values are UUIDs, or lowercased emails for "lower(email)").
 
     Each list goes as one JSON parameter: thousands of placeholders, or an array of UUIDs,
-    cost more to convert than the query takes. The values are joined to the table, so that
-    the worst plan is a hash join, never a scan testing each row against every value.
+    cost more to convert than the query takes. Each value is one index lookup, never a scan
+    testing each row against every value.
     """
     quote = connection.ops.quote_name
     table, company_id = quote(User._meta.db_table), quote("company_id")
