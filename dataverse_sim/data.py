@@ -224,7 +224,9 @@ def make_contact_table() -> Table:
 CONTACT_DEPARTMENTS = ("Purchasing", "Operations", "Training", "Finance", "IT", None)
 
 
-def generate_contacts(seed: int, count: int, owners: list[str], first_version: int = 1) -> list[Row]:
+def generate_contacts(
+    seed: int, count: int, owners: list[str], first_version: int = 1
+) -> list[Row]:
     """Customer and partner contacts: people a company may train as learners."""
     rng = random.Random(f"{seed}:contacts")
     # The newer columns draw from their own stream, so the older ones keep their values.
@@ -241,7 +243,9 @@ def generate_contacts(seed: int, count: int, owners: list[str], first_version: i
         extra = {
             "address1_city": city,
             "address1_country": country,
-            "mobilephone": f"{phone}{int(more.random() * 10000):04d}" if more.random() < 0.5 else None,
+            "mobilephone": f"{phone}{int(more.random() * 10000):04d}"
+            if more.random() < 0.5
+            else None,
             "department": CONTACT_DEPARTMENTS[int(more.random() * len(CONTACT_DEPARTMENTS))],
         }
         rows.append(
@@ -750,9 +754,17 @@ class Store:
         with self.lock:
             now = iso(self.clock())
             cid = str(fields.get("contactid") or _guid(self._rng)).lower()
-            values = {"statecode": 0, "statuscode": 1, "createdon": now, "modifiedon": now, **fields}
+            values = {
+                "statecode": 0,
+                "statuscode": 1,
+                "createdon": now,
+                "modifiedon": now,
+                **fields,
+            }
             values["contactid"] = cid
-            values.setdefault("fullname", _fullname(values.get("firstname"), values.get("lastname")))
+            values.setdefault(
+                "fullname", _fullname(values.get("firstname"), values.get("lastname"))
+            )
             values["versionnumber"] = self.next_version()
             self.contacts.put(self.contacts.make_row(values))
             return cid
