@@ -197,3 +197,34 @@ def test_a_value_the_fast_json_parser_refuses_does_not_lose_the_page():
     assert page.records == [
         {"firstname": "Ann\ud800", "employeeid": 123456789012345678901234567890}
     ]
+
+
+@pytest.mark.django_db
+def test_a_page_read_leaves_no_response_holding_its_bytes(settings, setting):
+    """An httpx response and its stream refer to each other, so bytes kept on a response
+    wait for the garbage collector, which a sync runs only now and then: the client keeps
+    a page's bytes in a variable of its own instead."""
+    import gc
+
+    from learnexa.dynamics_crm.mapping import SYSTEMUSER_COLUMNS
+    from learnexa.dynamics_crm.sync import open_client
+
+    settings.LEARNEXA_DYNAMICS_PAGE_SIZE = 100
+    gc.collect()
+    gc.disable()
+    try:
+        with open_client(setting) as client:
+            url = client.collection_url("systemusers", select=SYSTEMUSER_COLUMNS)
+            records = sum(len(page.records) for page in client.pages(url))
+        holding = [
+            o
+            for o in gc.get_objects()
+            if type(o) is httpx.Response
+            and getattr(o, "_request", None) is not None
+            and o.request.url.path.startswith("/api/data/")
+            and getattr(o, "_content", b"")
+        ]
+    finally:
+        gc.enable()
+    assert records > 200
+    assert holding == []

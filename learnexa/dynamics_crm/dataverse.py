@@ -201,7 +201,15 @@ class DataverseClient:
             try:
                 headers["Authorization"] = f"Bearer {self.tokens.token()}"
                 self.requests += 1
-                response = self._http.get(url, headers=headers)
+                with self._http.stream("GET", url, headers=headers) as response:
+                    # Read into a variable of ours rather than kept on the response: an httpx
+                    # response and its stream refer to each other, so a page's bytes kept
+                    # there would wait for the garbage collector, which a sync calls rarely.
+                    content = (
+                        b"".join(response.iter_bytes())
+                        if response.status_code == 200
+                        else response.read()
+                    )
             except AuthenticationError:
                 raise
             except httpx.TransportError as exc:
@@ -214,7 +222,7 @@ class DataverseClient:
             status = response.status_code
             if status == 200:
                 try:
-                    return self._json(response)
+                    return self._json(response, content)
                 except DataverseError as exc:
                     # JSON cut short or garbled on the way is as transient as a reset.
                     attempt += 1
@@ -262,10 +270,10 @@ class DataverseClient:
         )
         self.sleep(delay)
 
-    def _json(self, response: httpx.Response) -> dict:
+    def _json(self, response: httpx.Response, content: bytes) -> dict:
         content_type = response.headers.get("Content-Type", "")
         try:
-            body = _parse_json(response.content)
+            body = _parse_json(content)
         except ValueError as exc:
             if "json" in content_type.lower():
                 raise DataverseError(
