@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import orjson
 from django.db import connections, models, router
@@ -93,26 +93,30 @@ class Rows:
         meta = model._meta
         self.fields = [meta.get_field(name) for name in fields]
         rows = rows if isinstance(rows, list) else list(rows)
-        self.count = len(rows)
+        self.count, self.width = len(rows), len(self.fields)
+        self.values = []
         if not rows:
-            self.columns = [()] * len(self.fields)
             return
         # Column by column: each converter runs over its column in one comprehension, all
-        # in C but for the converters themselves.
-        self.columns = list(zip(*rows, strict=True))
+        # in C but for the converters themselves; then flattened row by row, as the
+        # driver takes them, so that inserting has nothing left to do in Python.
+        columns = list(zip(*rows, strict=True))
         for index, field in enumerate(self.fields):
             convert = _converter(field, self.connection)
             if convert is not None:
-                self.columns[index] = [
-                    None if v is None else convert(v) for v in self.columns[index]
-                ]
+                columns[index] = [None if v is None else convert(v) for v in columns[index]]
+        self.values = list(itertools.chain.from_iterable(zip(*columns, strict=True)))
 
     def set_column(self, name: str, values: Sequence) -> None:
         """Values, already as the driver takes them, for the column of field `name`."""
         index = next(i for i, f in enumerate(self.fields) if f.name == name)
         if len(values) != self.count:
             raise ValueError(f"{len(values)} values for {self.count} rows")
-        self.columns[index] = values
+        self.values[index :: self.width] = values
+
+    def rows(self) -> Iterator[list]:
+        width = self.width
+        return (self.values[at : at + width] for at in range(0, len(self.values), width))
 
     def insert(self) -> None:
         if not self.count:
@@ -121,18 +125,17 @@ class Rows:
         quote = connection.ops.quote_name
         table = quote(self.model._meta.db_table)
         names = ", ".join(quote(field.column) for field in self.fields)
-        width = len(self.fields)
+        width, values = self.width, self.values
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
                 # COPY: one round trip for the page, where executemany makes one a row.
                 with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-                    for row in zip(*self.columns, strict=True):
+                    for row in self.rows():
                         copy.write_row(row)
                 return
             # Many rows per statement rather than executemany: SQLite then works through
             # each statement without the GIL, where executemany takes it back after every
             # row, which starves (and is starved by) the threads working on other pages.
-            values = list(itertools.chain.from_iterable(zip(*self.columns, strict=True)))
             row = "({})".format(", ".join(["?"] * width))
             start = 0
             for size in _statement_sizes(self.count, connection, width):

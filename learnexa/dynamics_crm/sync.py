@@ -807,6 +807,11 @@ def _run(
                         candidates = match_page(company, mapped, link, page.deleted_ids)
                         plan = plan_and_prepare(mapped, candidates, full)
                     unwritten = page, plan
+                    # Freeing the page written and this page's mapped records (hundreds of
+                    # thousands of objects) is Python work: left to the planning thread.
+                    done = [before, mapped, candidates]
+                    before = mapped = candidates = None
+                    planner.submit(done.clear)
             finally:
                 # The last page; or, when reading the next one failed, the page before it,
                 # so that a retry resumes after it.
