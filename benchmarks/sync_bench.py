@@ -765,7 +765,7 @@ def print_table(rows: list[dict], args) -> None:
         f"fetch {first['floor_fetch_seconds']:.2f} s, write {first['floor_write_seconds']:.2f} s"
     )
     header = (
-        f"{'scenario':<12}{'seconds':>9}{'CPU s':>7}{'users/s':>9}{'records':>9}{'requests':>9}"
+        f"{'scenario':<12}{'seconds':>9}{'CPU s':>8}{'users/s':>11}{'records':>11}{'requests':>9}"
         f"{'statements':>11}"
         f"{'peak RSS MB':>12}{'÷(fetch+write)':>15}{'÷max':>6}  outcome"
     )
@@ -777,9 +777,9 @@ def print_table(rows: list[dict], args) -> None:
             f"unchanged {r['unchanged']}, skipped {r['skipped']}"
         )
         print(
-            f"{r['scenario']:<12}{r['seconds']:>9.2f}{r['cpu_seconds']:>7.2f}"
-            f"{r['users_per_second']:>9,}"
-            f"{r['records']:>9,}{r['requests']:>9}{r['statements']:>11,}{r['peak_rss_mb']:>12.0f}"
+            f"{r['scenario']:<12}{r['seconds']:>9.2f}{r['cpu_seconds']:>8.2f}"
+            f"{r['users_per_second']:>11,}"
+            f"{r['records']:>11,}{r['requests']:>9}{r['statements']:>11,}{r['peak_rss_mb']:>12.0f}"
             f"{r['ratio_to_floor_sum']:>15.2f}{r['ratio_to_floor_max']:>6.1f}  {outcome}"
         )
     for r in rows:

@@ -124,3 +124,31 @@ def test_rows_take_a_column_given_after_converting():
     assert list(rows.rows()) == [[1, 7, "created"], [1, 8, "created"], [1, 9, "created"]]
     with pytest.raises(ValueError, match="2 values for 3 rows"):
         rows.set_column("user", [1, 2])
+
+
+def test_a_prefetched_item_is_freed_where_the_consumer_lets_go_of_it():
+    """The sync frees a written page in its planning thread: that only works if nothing in
+    the pipeline keeps a reference of its own."""
+    import threading
+    import weakref
+
+    from learnexa.core.pipeline import prefetched
+
+    class Item:
+        pass
+
+    asked_for_the_third = threading.Event()
+
+    def items():
+        yield Item()
+        yield Item()
+        asked_for_the_third.set()  # the producer has let go of the first by now
+        yield Item()
+
+    pages = prefetched(items())
+    first = next(pages)
+    assert asked_for_the_third.wait(5)
+    alive = weakref.ref(first)
+    del first
+    assert alive() is None
+    assert len(list(pages)) == 2

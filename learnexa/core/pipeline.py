@@ -50,7 +50,11 @@ def prefetched[T](items: Iterable[T], *, depth: int = 1) -> Iterator[T]:
                 raise error
             if item is _DONE:
                 return
-            yield item
+            # Handed over without a reference kept here: the consumer decides where and when
+            # it is freed.
+            handed = [item]
+            del item, error
+            yield handed.pop()
     finally:
         stop.set()
         producer.join(timeout=5)
