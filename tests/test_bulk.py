@@ -66,3 +66,18 @@ def test_insert_rows_converts_uuids_dates_and_json():
     change = SyncChange.objects.get(run=run)
     assert change.systemuser_id == record
     assert change.fields == {"city": [None, "Oslo"]}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_row_in_a_transaction_leaves_no_row_of_its_page():
+    """Inside a transaction the multi-row INSERTs are OR FAIL (no statement journal on
+    SQLite): the rows before a failing one are undone by the rollback, not kept."""
+    from django.db import IntegrityError
+
+    company = Company.objects.create(slug="acme", name="Acme")
+    User.objects.create(company=company, email="KIM@acme.test")
+    rows = list(new_users(company, [101, 102, 103], "ok"))
+    rows[2][FIELDS.index("email")] = "kim@ACME.test"  # the same email, ignoring case
+    with pytest.raises(IntegrityError), transaction.atomic():
+        insert_rows(User, FIELDS, rows)
+    assert list(User.objects.values_list("email", flat=True)) == ["KIM@acme.test"]

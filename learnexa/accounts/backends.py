@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 from django.contrib.auth.backends import ModelBackend
-from django.db.models.functions import Lower
 
-from .models import User
+from .models import CaseFolded, User
 
 
 class EmailBackend(ModelBackend):
@@ -16,9 +15,10 @@ class EmailBackend(ModelBackend):
     def authenticate(self, request, username=None, password=None, **kwargs):
         if not username or not password:
             return None
-        # lower(email) = …, which the (lower(email), company) index serves; iexact can't.
-        candidates = User.objects.annotate(email_lower=Lower("email")).filter(
-            email_lower=username.strip().lower(), is_active=True
+        # The email compared as the (email ignoring case, company) index has it; iexact
+        # can't use that index.
+        candidates = User.objects.annotate(email_key=CaseFolded("email")).filter(
+            email_key=username.strip().lower(), is_active=True
         )[:10]
         matches = [u for u in candidates if u.has_usable_password() and u.check_password(password)]
         if len(matches) == 1:

@@ -8,7 +8,19 @@ from __future__ import annotations
 
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.db import models
-from django.db.models.functions import Lower
+from django.db.models.functions import Collate, Lower
+
+
+class CaseFolded(Lower):
+    """A text column as it is compared ignoring case: LOWER(column); on SQLite, the column
+    with the NOCASE collation instead. The two compare alike there (SQLite's LOWER folds
+    only ASCII letters, as NOCASE does), but an index on NOCASE is an index on a column,
+    while an index on LOWER() is one on an expression, which makes SQLite keep a copy of
+    every page each multi-row INSERT touches (its statement journal): a third more CPU
+    for a first sync's inserts. Compare it with values already lowercased."""
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        return Collate(*self.get_source_expressions(), "NOCASE").as_sql(compiler, connection)
 
 
 class Company(models.Model):
@@ -33,8 +45,8 @@ class UserManager(BaseUserManager["User"]):
         """Users of `company` with this email, compared case-insensitively."""
         return (
             self.filter(company=company)
-            .annotate(email_lower=Lower("email"))
-            .filter(email_lower=email.strip().lower())
+            .annotate(email_key=CaseFolded("email"))
+            .filter(email_key=email.strip().lower())
         )
 
     def create_site_admin(self, company: Company, email: str, password: str, **fields) -> User:
@@ -92,7 +104,7 @@ class User(AbstractBaseUser):
         db_table = "users"
         constraints = [
             models.UniqueConstraint(
-                Lower("email"), "company", name="users_email_unique_per_company"
+                CaseFolded("email"), "company", name="users_email_unique_per_company"
             ),
             models.UniqueConstraint(
                 fields=["company", "dynamics_systemuser_id"],

@@ -246,7 +246,10 @@ def _users_where(company: Company, conditions: dict[str, list]) -> list[User]:
                 f"{expression} = k.v{'::uuid' if uuids else ''} OFFSET 0) u"
             )
         else:
-            # SQLite probes the index for each value of the list.
+            # SQLite probes the index for each value of the list; emails as the index has
+            # them (see accounts.models.CaseFolded).
+            if not uuids:
+                expression = f"u.{field} COLLATE NOCASE"
             statements.append(
                 f"SELECT u.* FROM {table} u WHERE {expression} IN "
                 f"(SELECT value FROM json_each(%s)) AND u.{company_id} = %s"
