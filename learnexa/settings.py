@@ -203,7 +203,8 @@ LOGGING = {
 }
 
 AUTHENTICATION_BACKENDS = ["learnexa.accounts.backends.EmailBackend"]
-# Emails are unique per company (a constraint on lower(email), company), not globally.
+# Emails are unique per company (a constraint on the email ignoring case, and the company),
+# not globally.
 SILENCED_SYSTEM_CHECKS = ["auth.W004"]
 # How long finished sync runs, with their per-user change records, are kept.
 LEARNEXA_SYNC_HISTORY_DAYS = int(os.environ.get("LEARNEXA_SYNC_HISTORY_DAYS", "90"))
