@@ -229,14 +229,19 @@ def _users_where(company: Company, conditions: dict[str, list]) -> list[User]:
     """
     quote = connection.ops.quote_name
     table, company_id = quote(User._meta.db_table), quote("company_id")
+    postgresql = connection.vendor == "postgresql"
     statements, params = [], []
     for column, values in conditions.items():
         if not values:
             continue
         uuids = column != "lower(email)"
-        field = quote(User._meta.get_field(column).column) if uuids else quote("email")
-        expression = f"u.{field}" if uuids else f"LOWER(u.{field})"
-        if connection.vendor == "postgresql":
+        if uuids:
+            expression = f"u.{quote(User._meta.get_field(column).column)}"
+        else:
+            # Emails as the index has them (see accounts.models.CaseFolded).
+            email = quote("email")
+            expression = f"LOWER(u.{email})" if postgresql else f"u.{email} COLLATE NOCASE"
+        if postgresql:
             # One index lookup per value, whatever the statistics say: during a first sync
             # they say the company has almost no users, and PostgreSQL would otherwise read
             # all of them for every page (OFFSET 0 keeps the subquery from being merged).
@@ -246,10 +251,7 @@ def _users_where(company: Company, conditions: dict[str, list]) -> list[User]:
                 f"{expression} = k.v{'::uuid' if uuids else ''} OFFSET 0) u"
             )
         else:
-            # SQLite probes the index for each value of the list; emails as the index has
-            # them (see accounts.models.CaseFolded).
-            if not uuids:
-                expression = f"u.{field} COLLATE NOCASE"
+            # SQLite probes the index for each value of the list.
             statements.append(
                 f"SELECT u.* FROM {table} u WHERE {expression} IN "
                 f"(SELECT value FROM json_each(%s)) AND u.{company_id} = %s"
