@@ -3,7 +3,7 @@
 import uuid
 
 import pytest
-from django.db import transaction
+from django.db import DataError, transaction
 from django.utils import timezone
 
 from learnexa.accounts.models import Company, User
@@ -66,6 +66,26 @@ def test_insert_rows_converts_uuids_dates_and_json():
     change = SyncChange.objects.get(run=run)
     assert change.systemuser_id == record
     assert change.fields == {"city": [None, "Oslo"]}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_uuid_may_come_as_text_in_any_spelling_and_is_stored_as_the_orm_stores_it():
+    from learnexa.dynamics_crm.models import DynamicsCrmSetting, SeenRecord, SyncRun
+
+    company = Company.objects.create(slug="acme", name="Acme")
+    setting = DynamicsCrmSetting.objects.create(
+        company=company, organization_uri="https://acme.crm.dynamics.com"
+    )
+    run = SyncRun.objects.create(setting=setting, company=company)
+    ids = [uuid.uuid4() for _ in range(4)]
+    spellings = [ids[0], str(ids[1]), str(ids[2]).upper(), f"{{{ids[3]}}}"]
+    insert_rows(SeenRecord, ["run", "record_id"], [(run.pk, value) for value in spellings])
+    # Found by the ORM, which compares with the UUIDs: stored exactly as it stores them.
+    assert SeenRecord.objects.filter(record_id__in=ids).count() == 4
+    # Text that isn't a UUID is refused: by the conversion, or by PostgreSQL's uuid type.
+    with pytest.raises((ValueError, DataError)), transaction.atomic():
+        insert_rows(SeenRecord, ["run", "record_id"], [(run.pk, "not-a-guid")])
+    assert SeenRecord.objects.count() == 4
 
 
 @pytest.mark.django_db(transaction=True)

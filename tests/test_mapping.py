@@ -13,7 +13,7 @@ def test_the_design_notes_record_maps_to_a_disabled_person():
     mapped = map_systemuser(DESIGN_NOTE_RECORD)
 
     assert mapped.skip_reason == ""
-    assert mapped.record_id == uuid.UUID("9025bbf4-3430-4d0c-bfcf-16f0bf7fbc80")
+    assert mapped.record_id == "9025bbf4-3430-4d0c-bfcf-16f0bf7fbc80"
     assert mapped.email == "davids@crmdemo.dynamics.com"
     assert mapped.fields == {
         "first_name": "David",
@@ -122,3 +122,13 @@ def test_the_quick_email_check_agrees_with_djangos_validator():
         assert valid_email(address) == django_says, address
         if len(address) <= 254 and _PLAIN_EMAIL.fullmatch(address):
             assert django_says, f"the quick check accepts {address!r}, Django doesn't"
+
+
+def test_guids_are_kept_as_canonical_text_whatever_their_spelling():
+    from learnexa.dynamics_crm.mapping import parse_guid
+
+    canonical = "9025bbf4-3430-4d0c-bfcf-16f0bf7fbc80"
+    for spelling in (canonical, canonical.upper(), f"{{{canonical}}}", canonical.replace("-", "")):
+        assert parse_guid(spelling) == canonical
+    for junk in ("", "9025bbf4", "not-a-guid", None, 42, canonical + "0"):
+        assert parse_guid(junk) is None

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 import sqlite3
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import orjson
@@ -35,7 +37,8 @@ ROWS_PER_STATEMENT = 1024
 def _converter(field: models.Field, connection) -> Callable | None:
     kind = field.get_internal_type()
     if kind == "UUIDField":
-        # What UUIDField.get_db_prep_value does, without its per-value dispatch.
+        # What UUIDField.get_db_prep_value does, without its per-value dispatch. A native
+        # uuid column takes a UUID or its text as it is.
         return None if connection.features.has_native_uuid_field else _uuid_hex
     if kind not in CONVERTED:
         return None
@@ -62,7 +65,15 @@ def _json_text(value) -> str:
     return orjson.dumps(value).decode()
 
 
-def _uuid_hex(value):
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _uuid_hex(value) -> str:
+    """A UUID, or its text, as 32 hex digits: how Django stores one without a uuid type."""
+    if type(value) is str:
+        if _CANONICAL_UUID.fullmatch(value):
+            return value.replace("-", "")
+        value = uuid.UUID(value)  # any other spelling, or a ValueError
     return value.hex
 
 

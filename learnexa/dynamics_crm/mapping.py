@@ -140,11 +140,11 @@ class Source:
 class MappedRecord:
     """What a record says the user should look like, or why it is left alone."""
 
-    # The Dynamics record's id: a systemuserid, or a contactid.
-    record_id: uuid.UUID | None
+    # The Dynamics record's id, a systemuserid or a contactid, as parse_guid gives it.
+    record_id: str | None
     email: str = ""
     fields: dict[str, str] = field(default_factory=dict)
-    entra_object_id: uuid.UUID | None = None
+    entra_object_id: str | None = None
     is_enabled: bool = True
     # Why the person should not be active here: disabled in Dynamics, or out of scope.
     disabled_reason: str = ""
@@ -377,11 +377,22 @@ def clean_text(value, max_length: int) -> str:
     return " ".join(text.split())[:max_length]
 
 
-def parse_guid(value) -> uuid.UUID | None:
-    if not value or not isinstance(value, str):
+# A GUID as Dataverse writes it.
+_CANONICAL_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def parse_guid(value) -> str | None:
+    """A GUID as canonical text (lowercase, hyphenated), or None if `value` isn't one.
+
+    The sync keeps record ids as text from mapping to writing: hashing and comparing text
+    is done in C, a uuid.UUID's in Python, for every id of every page.
+    """
+    if type(value) is not str:
         return None
+    if _CANONICAL_GUID.fullmatch(value):
+        return value
     try:
-        return uuid.UUID(value)
+        return str(uuid.UUID(value))
     except ValueError:
         return None
 

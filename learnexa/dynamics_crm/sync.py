@@ -46,6 +46,8 @@ from .models import DynamicsCrmSetting, SeenRecord, SyncChange, SyncRun
 logger = logging.getLogger(__name__)
 
 Action = SyncChange.Action
+# The users fields holding Dynamics and Entra ID GUIDs.
+GUID_FIELDS = ("dynamics_systemuser_id", "dynamics_contact_id", "entra_object_id")
 MISSING_REASON = "No longer in Dynamics (deleted, or out of the sync's scope)."
 # Where change tracking is off, changes are polled on modifiedon, overlapping the last read
 # by this much so that a change saved while it ran is not missed.
@@ -221,7 +223,8 @@ def open_client(setting: DynamicsCrmSetting, **options) -> DataverseClient:
 
 def _users_where(company: Company, conditions: dict[str, list]) -> list[User]:
     """The company's users whose column is one of its values, for any of `conditions`
-    ({column: values}; values are UUIDs, or lowercased emails for "lower(email)").
+    ({column: values}; values are GUIDs as parse_guid gives them, or lowercased emails for
+    "lower(email)"). The users' GUIDs are text too, so that they compare with the records'.
 
     Each list goes as one JSON parameter: thousands of placeholders, or an array of UUIDs,
     cost more to convert than the query takes. Each value is one index lookup, never a scan
@@ -256,12 +259,16 @@ def _users_where(company: Company, conditions: dict[str, list]) -> list[User]:
                 f"SELECT u.* FROM {table} u WHERE {expression} IN "
                 f"(SELECT value FROM json_each(%s)) AND u.{company_id} = %s"
             )
-            values = [value.hex for value in values] if uuids else values
+            values = [value.replace("-", "") for value in values] if uuids else values
         params += [orjson.dumps(values).decode(), company.pk]
     if not statements:
         return []
-    users = User.objects.raw(" UNION ALL ".join(statements), params)
-    return list({user.pk: user for user in users}.values())
+    users = {user.pk: user for user in User.objects.raw(" UNION ALL ".join(statements), params)}
+    for user in users.values():
+        for name in GUID_FIELDS:
+            if (value := getattr(user, name)) is not None:
+                setattr(user, name, str(value))
+    return list(users.values())
 
 
 def _match_candidates(company: Company, records: list[MappedRecord], link: str):
@@ -362,6 +369,8 @@ def plan_page(
     template[index["company"]] = company.pk
     template[index["created_source"]] = User.Source.DYNAMICS_CRM
     template[index["created_at"]] = template[index["updated_at"]] = now
+    # Where a record's mapped fields go in the row, in the order the mapping gives them.
+    slots = [index[rule.field] for rule in mapping.rules]
 
     for mapped in records:
         if mapped.skip_reason:
@@ -408,7 +417,7 @@ def plan_page(
                 )
             else:
                 planned_emails.add(mapped.email_key)
-                _plan_create(plan, template, mapped)
+                _plan_create(plan, template, slots, mapped)
             continue
 
         claimed.add(user.pk)
@@ -420,19 +429,20 @@ def plan_page(
     return plan
 
 
-def _plan_create(plan: Plan, template: list, mapped: MappedRecord) -> None:
+_EMAIL, _ENTRA_ID = NewUser.INDEX["email"], NewUser.INDEX["entra_object_id"]
+
+
+def _plan_create(plan: Plan, template: list, slots: list[int], mapped: MappedRecord) -> None:
     values = template.copy()
-    index = NewUser.INDEX
-    for name, value in mapped.fields.items():
-        values[index[name]] = value
-    values[index["email"]] = mapped.email
-    values[index[plan.link]] = mapped.record_id
-    values[index["entra_object_id"]] = mapped.entra_object_id
+    fields = mapped.fields
+    for at, value in zip(slots, fields.values(), strict=True):
+        values[at] = value
+    values[_EMAIL] = mapped.email
+    values[NewUser.INDEX[plan.link]] = mapped.record_id
+    values[_ENTRA_ID] = mapped.entra_object_id
     user = NewUser(values)
     plan.creates.append(user)
-    plan.record(
-        Action.CREATED, mapped, user, fields={f: [None, v] for f, v in mapped.fields.items() if v}
-    )
+    plan.record(Action.CREATED, mapped, user, fields={f: [None, v] for f, v in fields.items() if v})
 
 
 PASSWORD_BYTES = 30  # a multiple of 3: each user's part of the base64 text has no padding
