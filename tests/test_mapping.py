@@ -112,6 +112,13 @@ def test_the_quick_email_check_agrees_with_djangos_validator():
         "ann@" + "b" * 63 + ".com",
         "ann@" + "b" * 64 + ".com",
         "x" * 250 + "@a.com",
+        "a!#$%&'*+/=?^_`{|}~-z@contoso.com",
+        "ANN.LEE@CONTOSO.COM",
+        "ann@contoso.com.",
+        "ann@sub.-x.com",
+        "ann.@contoso.com",
+        "ann@contoso..com",
+        "ann(x)@contoso.com",
     ]
     for address in addresses:
         try:
@@ -132,3 +139,35 @@ def test_guids_are_kept_as_canonical_text_whatever_their_spelling():
         assert parse_guid(spelling) == canonical
     for junk in ("", "9025bbf4", "not-a-guid", None, 42, canonical + "0"):
         assert parse_guid(junk) is None
+
+
+def test_a_column_is_cleaned_exactly_as_its_values_one_by_one():
+    from learnexa.dynamics_crm.mapping import clean_column, clean_text
+
+    tricky = [
+        "Ann",
+        "Ann  Lee",
+        " Ann",
+        "Ann ",
+        "A|B",
+        "A| B",
+        "A |B",
+        "Zoe\u0308",  # not NFC: an e and a combining diaeresis
+        "Zoë",
+        "Ann\u202eeeL",  # a bidirectional override
+        "tab\there",
+        "line\nbreak",
+        "\u00a0nbsp\u00a0",
+        "",
+        None,
+        True,
+        42,
+        {"a": 1},
+        "x" * 300,
+    ]
+    clean = ["Ann", "Lee", "Müller", "", None, "y" * 300]
+    for values in (tricky, clean, clean[:1], [], ["|"], [" ", " "], ["a", ""], ["", "b "]):
+        for max_length in (5, 256):
+            assert clean_column(list(values), max_length) == [
+                clean_text(v, max_length) for v in values
+            ], (values, max_length)

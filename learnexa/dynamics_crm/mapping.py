@@ -323,19 +323,33 @@ class Mapping:
         return next((r for r in self.rules if r.field == name), None)
 
     def map(self, record: dict) -> MappedRecord:
-        mapped = self.source.identity(record)
-        if mapped.skip_reason:
-            return mapped
-        if reason := self.scope.excludes(record):
-            mapped.is_enabled, mapped.disabled_reason = False, reason
-        fields, get = mapped.fields, record.get
+        return self.map_page([record])[0]
+
+    def map_page(self, records: list[dict]) -> list[MappedRecord]:
+        """Map a page of records. Fields are read column by column, the page's values of a
+        column at once: they are nearly always clean text already, which one check of the
+        whole column confirms, where checking value by value costs a call each."""
+        identity = self.source.identity
+        page = [identity(record) for record in records]
+        people = [(m, r) for m, r in zip(page, records, strict=True) if not m.skip_reason]
+        if not people:
+            return page
+        mapped, records = zip(*people, strict=True)
+        scope = self.scope
+        if scope.business_units or scope.conditions:
+            for m, record in people:
+                if reason := scope.excludes(record):
+                    m.is_enabled, m.disabled_reason = False, reason
         for name, keys, max_length in self._readers:
-            value = ""
-            for key in keys:
-                if value := clean_text(get(key), max_length):
-                    break
-            fields[name] = value
-        return mapped
+            values = clean_column([r.get(keys[0]) for r in records], max_length)
+            for fallback in keys[1:]:
+                empty = [i for i, value in enumerate(values) if not value]
+                found = clean_column([records[i].get(fallback) for i in empty], max_length)
+                for i, value in zip(empty, found, strict=True):
+                    values[i] = value
+            for m, value in zip(mapped, values, strict=True):
+                m.fields[name] = value
+        return page
 
 
 def value_key(column: str) -> str:
@@ -381,6 +395,29 @@ def clean_text(value, max_length: int) -> str:
 _CANONICAL_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
+def clean_column(values: list, max_length: int) -> list[str]:
+    """clean_text of each value; at once where every value is text that is already clean."""
+    values = [
+        "" if v is None else v if v.__class__ is str else clean_text(v, max_length) for v in values
+    ]
+    # One check of the values joined: a value that isn't clean makes the whole fail it (so
+    # might, harmlessly, a "|" next to a space). "|" is printable, and composes with nothing.
+    text = "|".join(values)
+    if (
+        text.isprintable()
+        and "  " not in text
+        and "| " not in text
+        and " |" not in text
+        and text[:1] != " "
+        and text[-1:] != " "
+        and (text.isascii() or unicodedata.is_normalized("NFC", text))
+    ):
+        if values and max(map(len, values)) > max_length:
+            return [value[:max_length] for value in values]
+        return values
+    return [clean_text(value, max_length) for value in values]
+
+
 def parse_guid(value) -> str | None:
     """A GUID as canonical text (lowercase, hyphenated), or None if `value` isn't one.
 
@@ -421,13 +458,12 @@ def _not_a_person(record: dict) -> str:
 
 
 # Plain addresses (name@example.com): a strict subset of what Django's EmailValidator
-# accepts, checked with one regex; anything else is left to the validator.
-_PLAIN_EMAIL = re.compile(
-    r"[a-z0-9_%+-]+(?:\.[a-z0-9_%+-]+)*"
-    r"@[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
-    r"\.[a-z]{2,63}",
-    re.IGNORECASE | re.ASCII,
-)
+# accepts (ASCII only, every character its dot-atom allows before the @), checked with one
+# regex; anything else is left to the validator. Both cases are spelled out: IGNORECASE
+# makes the regex half as fast again.
+_ATEXT = r"[-!#$%&'*+/=?^_`{}|~0-9A-Za-z]"
+_LABEL = r"[0-9A-Za-z](?:[0-9A-Za-z-]{0,61}[0-9A-Za-z])?"
+_PLAIN_EMAIL = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@(?:{_LABEL}\.)+[A-Za-z]{{2,63}}")
 
 
 def valid_email(email: str) -> bool:

@@ -768,7 +768,7 @@ def _run(
 
     def fetch_and_map(url: str, track_changes: bool):
         for page in client.pages(url, track_changes=track_changes):
-            yield page, [mapping.map(r) for r in page.rows]
+            yield page, mapping.map_page(page.rows)
 
     def plan_and_prepare(mapped: list[MappedRecord], candidates: Candidates, full: bool) -> Plan:
         plan = plan_page(company, mapped, mapping, candidates, create_users=setting.create_users)
