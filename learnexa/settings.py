@@ -178,6 +178,9 @@ LEARNEXA_SYNC_LEASE_SECONDS = int(os.environ.get("LEARNEXA_SYNC_LEASE_SECONDS", 
 # A background sync reads for at most this long at a time, then lets the queue's other
 # companies go first and carries on from its checkpoint (0: no limit).
 LEARNEXA_SYNC_SLICE_SECONDS = float(os.environ.get("LEARNEXA_SYNC_SLICE_SECONDS", "60"))
+# Pages that come in faster than they are written share a transaction for up to this long
+# (see sync.PageTransactions): fewer commits, at the price of redoing that much on a crash.
+LEARNEXA_SYNC_TRANSACTION_SECONDS = float(os.environ.get("LEARNEXA_SYNC_TRANSACTION_SECONDS", "1"))
 LEARNEXA_DYNAMICS_PAGE_SIZE = int(os.environ.get("LEARNEXA_DYNAMICS_PAGE_SIZE", "5000"))
 LEARNEXA_DYNAMICS_TIMEOUT = float(os.environ.get("LEARNEXA_DYNAMICS_TIMEOUT", "60"))
 # How long one run may spend waiting out throttling (429 + Retry-After) before it gives up

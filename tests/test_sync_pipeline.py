@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import time
 
 import pytest
 
@@ -132,7 +133,7 @@ def test_a_prefetched_item_is_freed_where_the_consumer_lets_go_of_it():
     import threading
     import weakref
 
-    from learnexa.core.pipeline import prefetched
+    from learnexa.core.pipeline import Prefetched
 
     class Item:
         pass
@@ -145,10 +146,71 @@ def test_a_prefetched_item_is_freed_where_the_consumer_lets_go_of_it():
         asked_for_the_third.set()  # the producer has let go of the first by now
         yield Item()
 
-    pages = prefetched(items())
+    pages = Prefetched(items())
     first = next(pages)
     assert asked_for_the_third.wait(5)
     alive = weakref.ref(first)
     del first
     assert alive() is None
     assert len(list(pages)) == 2
+
+
+def test_a_prefetched_iterator_says_whether_asking_for_the_next_item_would_wait():
+    import threading
+
+    from learnexa.core.pipeline import Prefetched
+
+    release = threading.Event()
+
+    def items():
+        yield 1
+        release.wait(5)
+        yield 2
+
+    with Prefetched(items()) as pages:
+        assert next(pages) == 1
+        assert not pages.ready()  # the producer is held up: next() would wait
+        release.set()
+        deadline = time.monotonic() + 5
+        while not pages.ready() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pages.ready()
+        assert list(pages) == [2]
+        assert pages.ready()  # the end is here: asking again won't wait
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pages_share_a_transaction_until_it_has_lasted_long_enough_and_a_failure_undoes_it():
+    from django.db import connection
+
+    from learnexa.accounts.models import Company
+    from learnexa.dynamics_crm.sync import PageTransactions
+
+    def slugs():
+        return set(Company.objects.values_list("slug", flat=True))
+
+    transactions = PageTransactions(seconds=60)
+    with transactions.page():
+        Company.objects.create(slug="a", name="A")
+    with transactions.page():
+        Company.objects.create(slug="b", name="B")
+    assert connection.in_atomic_block  # both pages in one open transaction
+    transactions.commit()
+    assert not connection.in_atomic_block and slugs() == {"a", "b"}
+
+    # A page that fails undoes the pages of its transaction, not those committed before.
+    with transactions.page():
+        Company.objects.create(slug="c", name="C")
+    with pytest.raises(RuntimeError), transactions.page():
+        Company.objects.create(slug="d", name="D")
+        raise RuntimeError("the database went away")
+    assert not connection.in_atomic_block and slugs() == {"a", "b"}
+
+    # The last page, and any page once the transaction has lasted long enough, commit.
+    with transactions.page(last=True):
+        Company.objects.create(slug="e", name="E")
+    assert not connection.in_atomic_block
+    at_once = PageTransactions(seconds=0)
+    with at_once.page():
+        Company.objects.create(slug="f", name="F")
+    assert not connection.in_atomic_block and slugs() == {"a", "b", "e", "f"}

@@ -250,6 +250,9 @@ def test_workers_killed_at_random_points_resume_to_the_clean_table(tmp_path, mak
         "LEARNEXA_DYNAMICS_ALLOWED_HOSTS": info["organization_uri"].removeprefix("https://"),
         "LEARNEXA_DYNAMICS_CA_BUNDLE": info["ca_bundle"],
         "LEARNEXA_DYNAMICS_PAGE_SIZE": str(PAGE),
+        # Pages of 20 come faster than they are written: they share transactions, each
+        # short enough that a run commits many times and the kills land in between.
+        "LEARNEXA_SYNC_TRANSACTION_SECONDS": "0.01",
         "LEARNEXA_LOG_LEVEL": "ERROR",
         "LEARNEXA_EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",
     }

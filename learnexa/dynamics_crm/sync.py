@@ -18,10 +18,12 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -34,7 +36,7 @@ from django.utils import timezone
 
 from learnexa.accounts.models import Company, User
 from learnexa.core.bulk import Rows, allocate_ids, insert_rows
-from learnexa.core.pipeline import prefetched
+from learnexa.core.pipeline import Prefetched
 from learnexa.core.runtime import paged_run
 
 from . import notifications
@@ -521,9 +523,49 @@ def _plan_update(
 # -- apply and record -------------------------------------------------------------------
 
 
+class PageTransactions:
+    """Pages written one after another share a transaction until it has lasted
+    TRANSACTION_SECONDS. A commit writes out every database page that the pages written since
+    the last one changed, and a first sync's pages change most of the users indexes' pages
+    (emails and ids are random): committing each page took a tenth of a large first sync.
+    A run that stops loses the pages since the last commit, whose checkpoint it resumes
+    from; never part of a page.
+    """
+
+    def __init__(self, seconds: float | None = None):
+        self.seconds = settings.LEARNEXA_SYNC_TRANSACTION_SECONDS if seconds is None else seconds
+        self._open: ExitStack | None = None
+        self._since = 0.0
+
+    @contextmanager
+    def page(self, *, last: bool = False):
+        """Write one page in the open transaction (or a new one); commit it when it has
+        lasted long enough or this is the last page, roll it back if writing fails."""
+        if self._open is None:
+            self._open = ExitStack()
+            self._open.enter_context(transaction.atomic())
+            self._since = time.monotonic()
+        try:
+            yield
+        except BaseException:
+            opened, self._open = self._open, None
+            opened.__exit__(*sys.exc_info())  # rolls back
+            raise
+        if last or time.monotonic() - self._since >= self.seconds:
+            self.commit()
+
+    def commit(self) -> None:
+        if self._open is not None:
+            opened, self._open = self._open, None
+            opened.close()
+
+
 def apply_plan(run: SyncRun, plan: Plan, page: Page, *, requests: int, throttle_wait: float):
-    """Write one page's prepared plan and the run's progress in one transaction."""
-    with transaction.atomic():
+    """Write one page's prepared plan and the run's progress in one transaction: the
+    caller's, if it has one (see PageTransactions)."""
+    # No savepoint within the caller's transaction: SQLite would keep a copy of every
+    # database page the page's inserts touch, so as to be able to undo just them.
+    with transaction.atomic(savepoint=False):
         if not run.setting.renew_lease(run.lease_owner):
             raise LeaseLost(
                 "This sync lost its lease (it stalled for too long) and another sync of the "
@@ -782,14 +824,17 @@ def _run(
         plan.prepare(run.pk, seen, connection)
         return plan
 
+    transactions = PageTransactions()
+
     def write(page: Page, plan: Plan) -> None:
-        apply_plan(
-            run,
-            plan,
-            page,
-            requests=base_requests + client.requests,
-            throttle_wait=base_wait + client.throttle_wait_seconds,
-        )
+        with transactions.page(last=not page.next_link):
+            apply_plan(
+                run,
+                plan,
+                page,
+                requests=base_requests + client.requests,
+                throttle_wait=base_wait + client.throttle_wait_seconds,
+            )
         after_page()
         if progress:
             progress(run)
@@ -802,16 +847,25 @@ def _run(
         # release the GIL while they work). Not with a delegated sign-in: its token refresh
         # writes the token cache to the database, which belongs to this thread.
         if setting.credential_type != setting.CredentialType.DELEGATED:
-            pages = prefetched(pages)
+            pages = Prefetched(pages)
         link = mapping.source.link_field
         # Each page is matched before the page ahead of it is written, and planned in a
         # second thread while it is. Should that write touch anything the match looked at,
         # the page is matched and planned again: the result is always what matching after
         # the write would have given.
         unwritten: tuple[Page, Plan] | None = None
-        with ThreadPoolExecutor(1, thread_name_prefix="sync-plan") as planner:
+        with ThreadPoolExecutor(1, thread_name_prefix="sync-plan") as planner, closing(pages):
             try:
-                for page, mapped in pages:
+                while True:
+                    # Pages written while the next is at hand share a transaction; it is
+                    # committed before waiting on Dynamics, so as not to keep the database
+                    # locked meanwhile.
+                    if not getattr(pages, "ready", bool)():
+                        transactions.commit()
+                    if (item := next(pages, None)) is None:
+                        break
+                    page, mapped = item
+                    del item
                     candidates = match_page(company, mapped, link, page.deleted_ids)
                     planned = planner.submit(plan_and_prepare, mapped, candidates, full)
                     before, unwritten = unwritten, None
@@ -832,6 +886,7 @@ def _run(
                 # so that a retry resumes after it.
                 if unwritten:
                     write(*unwritten)
+                transactions.commit()
 
     if run.mode == SyncRun.Mode.DELTA and not run.read_complete:
         try:
