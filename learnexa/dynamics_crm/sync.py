@@ -3,9 +3,10 @@
     fetch a page → map → match → plan → apply → record, page after page; then settle
 
 Each page is matched with two queries (users by linked id; by Entra object id or email),
-planned in Python, and applied in one transaction with bulk statements, so the work per page
-is constant however large the company, and a run that stops half-way leaves whole pages
-behind, never half of one, with a checkpoint to resume from. While a page is written, the
+planned in Python, and applied with bulk statements, so the work per page is constant
+however large the company. A page is written in one transaction with the run's checkpoint
+(pages that come in faster than they are written share one): a run that stops half-way
+leaves whole pages behind, never half of one, and resumes from its checkpoint. While a page is written, the
 next one is fetched and mapped in one thread and planned in another.
 
 Deactivations wait until the read is complete: only then is "missing from Dynamics" known,
