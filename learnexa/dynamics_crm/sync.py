@@ -257,10 +257,11 @@ def _users_where(company: Company, conditions: dict[str, list]) -> list[User]:
                 f"{expression} = k.v{'::uuid' if uuids else ''} OFFSET 0) u"
             )
         else:
-            # SQLite probes the index for each value of the list.
+            # SQLite probes the index for each value of the list, in the list's order (a
+            # CROSS JOIN keeps that order): an IN (subquery) would first copy and sort them.
             statements.append(
-                f"SELECT u.* FROM {table} u WHERE {expression} IN "
-                f"(SELECT value FROM json_each(%s)) AND u.{company_id} = %s"
+                f"SELECT u.* FROM json_each(%s) AS k CROSS JOIN {table} u "
+                f"WHERE {expression} = k.value AND u.{company_id} = %s"
             )
             values = [value.replace("-", "") for value in values] if uuids else values
         params += [orjson.dumps(values).decode(), company.pk]
