@@ -101,3 +101,26 @@ def test_a_failing_row_in_a_transaction_leaves_no_row_of_its_page():
     with pytest.raises(IntegrityError), transaction.atomic():
         insert_rows(User, FIELDS, rows)
     assert list(User.objects.values_list("email", flat=True)) == ["KIM@acme.test"]
+
+
+def test_a_column_of_uuids_converts_as_its_values_one_by_one():
+    from learnexa.core.bulk import _uuid_hex, _uuid_hex_column
+
+    ids = [uuid.uuid4() for _ in range(5)]
+    text = [str(i) for i in ids]
+    columns = [
+        text,  # as the sync has them: converted joined
+        [text[0], None, text[1], None],
+        [None, None],
+        [],
+        [ids[0], text[1]],  # a UUID among the text
+        [text[0], text[1].upper()],
+        [text[0], "{" + text[1] + "}"],
+        [text[0], text[1][:8] + text[1][9:13] + "-" + text[1][13:]],  # a hyphen moved
+    ]
+    for column in columns:
+        assert _uuid_hex_column(column) == [None if v is None else _uuid_hex(v) for v in column]
+    assert _uuid_hex_column(text) == [i.hex for i in ids]
+    for junk in ("g" * 8 + text[0][8:], text[0][:35], "not-a-guid"):
+        with pytest.raises(ValueError):
+            _uuid_hex_column([text[1], junk])

@@ -77,6 +77,33 @@ def _uuid_hex(value) -> str:
     return value.hex
 
 
+def _uuid_hex_column(values: Sequence) -> list:
+    """_uuid_hex of each value (None stays None). Where every value is canonical text, as
+    the sync has them, the column is checked and converted joined, with a few string
+    operations in C, instead of a regex and a call per value."""
+    texts = [v for v in values if v is not None]
+    n = len(texts)
+    try:
+        text = "".join(texts)
+        digits = text.replace("-", "")
+        canonical = (
+            len(text) == 36 * n
+            and all(text[at::36] == "-" * n for at in (8, 13, 18, 23))
+            and len(digits) == 32 * n
+            and digits == digits.lower()
+            and len(bytes.fromhex(digits)) == 16 * n  # a ValueError if one isn't hex
+        )
+    except (TypeError, ValueError):  # a UUID among them, or text that isn't canonical
+        canonical = False
+    if not canonical:
+        return [None if v is None else _uuid_hex(v) for v in values]
+    hexes = [digits[at : at + 32] for at in range(0, 32 * n, 32)]
+    if n == len(values):
+        return hexes
+    found = iter(hexes)
+    return [None if v is None else next(found) for v in values]
+
+
 def insert_rows(model: type[models.Model], fields: Sequence[str], rows: Iterable[Sequence]) -> None:
     """INSERT `rows` (sequences of Python values, in `fields` order) into `model`'s table."""
     Rows(model, fields, rows).insert()
@@ -114,7 +141,9 @@ class Rows:
         columns = list(zip(*rows, strict=True))
         for index, field in enumerate(self.fields):
             convert = _converter(field, self.connection)
-            if convert is not None:
+            if convert is _uuid_hex:
+                columns[index] = _uuid_hex_column(columns[index])
+            elif convert is not None:
                 columns[index] = [None if v is None else convert(v) for v in columns[index]]
         self.values = list(itertools.chain.from_iterable(zip(*columns, strict=True)))
 

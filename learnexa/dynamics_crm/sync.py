@@ -87,6 +87,9 @@ class NewUser:
         self.values = values
 
 
+_EMAIL, _ENTRA_ID = NewUser.INDEX["email"], NewUser.INDEX["entra_object_id"]
+
+
 @dataclass(slots=True)
 class Change:
     """A SyncChange row to be written; plain, since a page makes thousands of them."""
@@ -156,11 +159,10 @@ class Plan:
         """What writing this plan changes that matching looks at: the link, Entra object id
         and email of every user it creates or updates, and the ids of those it updates."""
         keys = set()
-        at = NewUser.INDEX
-        for user in self.creates:
-            values = user.values
-            keys.update((values[at[self.link]], values[at["entra_object_id"]]))
-            keys.add(values[at["email"]].lower())
+        rows = [user.values for user in self.creates]
+        for at in (NewUser.INDEX[self.link], _ENTRA_ID):
+            keys.update([values[at] for values in rows])
+        keys.update([values[_EMAIL].lower() for values in rows])
         for users in self.updates.values():
             for user in users:
                 keys.update((user.pk, getattr(user, self.link), user.entra_object_id))
@@ -427,13 +429,11 @@ def plan_page(
         claimed.add(user.pk)
         planned_emails.add(mapped.email_key)
         _plan_update(plan, user, mapped, mapping, by_email, now)
+    plan.counts[Action.CREATED] += len(plan.creates)
     for user in candidates.deleted:
         plan.deactivate(user, None, "Deleted in Dynamics.")
     _set_unusable_passwords(plan.creates)
     return plan
-
-
-_EMAIL, _ENTRA_ID = NewUser.INDEX["email"], NewUser.INDEX["entra_object_id"]
 
 
 def _plan_create(plan: Plan, template: list, slots: list[int], mapped: MappedRecord) -> None:
@@ -446,7 +446,18 @@ def _plan_create(plan: Plan, template: list, slots: list[int], mapped: MappedRec
     values[_ENTRA_ID] = mapped.entra_object_id
     user = NewUser(values)
     plan.creates.append(user)
-    plan.record(Action.CREATED, mapped, user, fields={f: [None, v] for f, v in fields.items() if v})
+    # What plan.record does, without its choices: a first sync creates every user.
+    plan.changes.append(
+        Change(
+            user,
+            mapped.record_id,
+            mapped.email[:254],
+            Action.CREATED,
+            {f: [None, v] for f, v in fields.items() if v},
+            "",
+            False,
+        )
+    )
 
 
 PASSWORD_BYTES = 30  # a multiple of 3: each user's part of the base64 text has no padding
