@@ -267,3 +267,23 @@ def test_a_run_that_died_after_page_3_resumes_to_the_same_table(
     clean = Company.objects.create(slug="clean", name="Clean")
     sync(connect(clean))
     assert table(setting.company) == table(clean)
+
+
+@pytest.mark.django_db
+def test_deleting_a_user_or_a_run_keeps_the_log_consistent_without_database_constraints(setting):
+    """The change log and the seen records have no foreign key constraints in the database
+    (written in bulk, checked at every commit otherwise): the ORM clears and cascades."""
+    from learnexa.dynamics_crm.models import SeenRecord
+
+    run = sync(setting, full=True)
+    change = SyncChange.objects.filter(run=run, user__isnull=False).first()
+    gone = change.user
+    SeenRecord.objects.create(run=run, record_id="9025bbf4-3430-4d0c-bfcf-16f0bf7fbc80")
+
+    gone.delete()
+    change.refresh_from_db()
+    assert change.user_id is None and change.email == gone.email
+
+    SyncRun.objects.filter(pk=run.pk).delete()
+    assert not SyncChange.objects.filter(run_id=run.pk).exists()
+    assert not SeenRecord.objects.filter(run_id=run.pk).exists()
