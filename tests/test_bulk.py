@@ -48,15 +48,21 @@ def test_reserved_ids_are_new_and_never_taken_again():
     assert after.pk > max(again)
 
 
-@pytest.mark.django_db(transaction=True)
-def test_insert_rows_converts_uuids_dates_and_json():
-    from learnexa.dynamics_crm.models import DynamicsCrmSetting, SyncChange, SyncRun
+def a_run():
+    from learnexa.dynamics_crm.models import DynamicsCrmSetting, SyncRun
 
     company = Company.objects.create(slug="acme", name="Acme")
     setting = DynamicsCrmSetting.objects.create(
         company=company, organization_uri="https://acme.crm.dynamics.com"
     )
-    run = SyncRun.objects.create(setting=setting, company=company)
+    return SyncRun.objects.create(setting=setting, company=company)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_insert_rows_converts_uuids_dates_and_json():
+    from learnexa.dynamics_crm.models import SyncChange
+
+    run = a_run()
     record = uuid.uuid4()
     insert_rows(
         SyncChange,
@@ -74,13 +80,9 @@ def test_insert_rows_converts_uuids_dates_and_json():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_uuid_may_come_as_text_in_any_spelling_and_is_stored_as_the_orm_stores_it():
-    from learnexa.dynamics_crm.models import DynamicsCrmSetting, SeenRecord, SyncRun
+    from learnexa.dynamics_crm.models import SeenRecord
 
-    company = Company.objects.create(slug="acme", name="Acme")
-    setting = DynamicsCrmSetting.objects.create(
-        company=company, organization_uri="https://acme.crm.dynamics.com"
-    )
-    run = SyncRun.objects.create(setting=setting, company=company)
+    run = a_run()
     ids = [uuid.uuid4() for _ in range(4)]
     spellings = [ids[0], str(ids[1]), str(ids[2]).upper(), f"{{{ids[3]}}}"]
     insert_rows(SeenRecord, ["run", "record_id"], [(run.pk, value) for value in spellings])

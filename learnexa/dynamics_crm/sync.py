@@ -6,8 +6,8 @@ Each page is matched with two queries (users by linked id; by Entra object id or
 planned in Python, and applied with bulk statements, so the work per page is constant
 however large the company. A page is written in one transaction with the run's checkpoint
 (pages that come in faster than they are written share one): a run that stops half-way
-leaves whole pages behind, never half of one, and resumes from its checkpoint. While a page is written, the
-next one is fetched and mapped in one thread and planned in another.
+leaves whole pages behind, never half of one, and resumes from its checkpoint. While a page
+is written, the next one is fetched and mapped in one thread and planned in another.
 
 Deactivations wait until the read is complete: only then is "missing from Dynamics" known,
 and only then is the run's total compared with the company's limits, above which they are
@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -538,7 +538,7 @@ def _plan_update(
 
 class PageTransactions:
     """Pages written one after another share a transaction until it has lasted
-    TRANSACTION_SECONDS. A commit writes out every database page that the pages written since
+    LEARNEXA_SYNC_TRANSACTION_SECONDS. A commit writes out every database page that the pages written since
     the last one changed, and a first sync's pages change most of the users indexes' pages
     (emails and ids are random): committing each page took a tenth of a large first sync.
     A run that stops loses the pages since the last commit, whose checkpoint it resumes
@@ -547,7 +547,7 @@ class PageTransactions:
 
     def __init__(self, seconds: float | None = None):
         self.seconds = settings.LEARNEXA_SYNC_TRANSACTION_SECONDS if seconds is None else seconds
-        self._open: ExitStack | None = None
+        self._open = None  # the open transaction's atomic block
         self._since = 0.0
 
     @contextmanager
@@ -555,22 +555,24 @@ class PageTransactions:
         """Write one page in the open transaction (or a new one); commit it when it has
         lasted long enough or this is the last page, roll it back if writing fails."""
         if self._open is None:
-            self._open = ExitStack()
-            self._open.enter_context(transaction.atomic())
+            self._open = transaction.atomic()
+            self._open.__enter__()
             self._since = time.monotonic()
         try:
             yield
         except BaseException:
-            opened, self._open = self._open, None
-            opened.__exit__(*sys.exc_info())  # rolls back
+            self._close(*sys.exc_info())  # rolls back
             raise
         if last or time.monotonic() - self._since >= self.seconds:
             self.commit()
 
     def commit(self) -> None:
+        self._close(None, None, None)
+
+    def _close(self, *exc_info) -> None:
         if self._open is not None:
             opened, self._open = self._open, None
-            opened.close()
+            opened.__exit__(*exc_info)
 
 
 def apply_plan(run: SyncRun, plan: Plan, page: Page, *, requests: int, throttle_wait: float):
