@@ -33,7 +33,37 @@ JSON bodies):
                                            {"kind": "slow", "seconds": S}
                                            {"kind": "truncated"}  (body cut short)
                                            {"kind": "malformed"}  (invalid JSON body)
-                                           optional "count" and "path_contains" on every kind
+                                           {"kind": "redirect", "status": 301|302|303|307|308,
+                                            "location": URL}  (default 307 to
+                                            https://localhost:<port>/redirected<path>, which
+                                            answers 404 but is logged)
+                                           optional "count" and "path_contains" on every kind;
+                                           a huge "count" (1000000000) lasts until DELETE
+                                           "target": "entra" aims status (Entra's error shape;
+                                           429 AADSTS90055 with Retry-After: retry_after or 1,
+                                           500 AADSTS90033, 502-504 AADSTS90006), reset, slow,
+                                           truncated, malformed and redirect at the discovery,
+                                           keys, token and authorize endpoints instead
+                                           ("target": "webapi" is the default); these kinds
+                                           are Entra-only (target entra implied):
+                                           {"kind": "discovery_elsewhere", "token_endpoint":
+                                            URL}  (openid-configuration points token_endpoint
+                                            and authorization_endpoint elsewhere, default
+                                            https://localhost:<port>/<tenant>/oauth2/v2.0/token;
+                                            the issuer stays)
+                                           {"kind": "tenant_not_found"}  (400 AADSTS90002)
+                                           {"kind": "app_disabled"}  (token requests: 400
+                                            unauthorized_client AADSTS7000112)
+                                           {"kind": "user_disabled"}  (authorization_code and
+                                            refresh_token grants: 400 invalid_grant
+                                            AADSTS50057)
+                                           connection level: the next "count" new TCP
+                                           connections, whatever they are for ("target" and
+                                           "path_contains" are ignored; nothing is logged):
+                                           {"kind": "refuse"}  (TCP reset before TLS)
+                                           {"kind": "untrusted_certificate"}  (a certificate
+                                            for the same host from a CA nobody trusts:
+                                            CERTIFICATE_VERIFY_FAILED)
   GET|DELETE /_control/faults              list / clear pending faults
   POST   /_control/tokens/expire           every access token issued so far stops working
   POST   /_control/tokens                  mint a token {"audience": ..., "lifetime": S}
@@ -43,7 +73,10 @@ JSON bodies):
   POST   /_control/secret/expire           the secret is expired (AADSTS7000222)
   POST   /_control/certificates            {"certificate": "<PEM>"} accept client assertions
   POST   /_control/clock/advance           {"seconds": S} move the clock forward
-  GET|DELETE /_control/requests            request log (method, path, status, timestamp)
+  GET|DELETE /_control/requests            request log (method, path, host as sent, status,
+                                           timestamp, kind, fault; for Entra and unrouted
+                                           paths "credential": "client_secret",
+                                           "client_assertion" or null, never the value)
   POST   /_control/reset                   back to the initial state
 """
 

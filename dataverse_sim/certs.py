@@ -26,6 +26,9 @@ CA_KEY = "ca-key.pem"
 SERVER_CERT = "server.pem"
 SERVER_KEY = "server-key.pem"
 SIGNING_KEY = "token-signing-key.pem"
+# A second CA and server certificate for the same names that no client is told to trust,
+# served by the "untrusted_certificate" fault.
+UNTRUSTED_PREFIX = "untrusted-"
 
 _RENEW_MARGIN = dt.timedelta(days=2)
 
@@ -87,12 +90,15 @@ def _valid(cert: x509.Certificate | None) -> bool:
     return cert.not_valid_before_utc <= now and cert.not_valid_after_utc - _RENEW_MARGIN > now
 
 
-def _make_ca(state: Path) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
+def _make_ca(state: Path, prefix: str = "") -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    # another name for the untrusted CA, so that a client reports an unknown issuer rather
+    # than a bad signature from the CA it trusts
+    label = "dataverse_sim untrusted CA" if prefix else "dataverse_sim local CA"
     name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dataverse_sim"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "dataverse_sim local CA"),
+            x509.NameAttribute(NameOID.COMMON_NAME, label),
         ]
     )
     now = _now()
@@ -122,8 +128,8 @@ def _make_ca(state: Path) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_private(state / CA_KEY, _key_pem(key))
-    _write_public(state / CA_CERT, cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(state / (prefix + CA_KEY), _key_pem(key))
+    _write_public(state / (prefix + CA_CERT), cert.public_bytes(serialization.Encoding.PEM))
     return cert, key
 
 
@@ -151,7 +157,11 @@ def _covers(cert: x509.Certificate, host: str) -> bool:
 
 
 def _make_server(
-    state: Path, host: str, ca_cert: x509.Certificate, ca_key: rsa.RSAPrivateKey
+    state: Path,
+    host: str,
+    ca_cert: x509.Certificate,
+    ca_key: rsa.RSAPrivateKey,
+    prefix: str = "",
 ) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = _now()
@@ -172,28 +182,27 @@ def _make_server(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(state / SERVER_KEY, _key_pem(key))
-    _write_public(state / SERVER_CERT, cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(state / (prefix + SERVER_KEY), _key_pem(key))
+    _write_public(state / (prefix + SERVER_CERT), cert.public_bytes(serialization.Encoding.PEM))
 
 
-def ensure_key_material(state_dir: str | os.PathLike[str], host: str = "127.0.0.1") -> KeyMaterial:
-    """Load (or create) the CA, server certificate and token-signing key in ``state_dir``."""
-    state = Path(state_dir)
-    state.mkdir(parents=True, exist_ok=True)
-
-    ca_cert = _load_cert(state / CA_CERT)
-    ca_key = _load_key(state / CA_KEY)
+def _ensure_chain(state: Path, host: str, prefix: str = "") -> None:
+    """Keep (or regenerate) a CA and a server certificate it issued for ``host``; a server
+    certificate that lacks one of the names (e.g. DNS:localhost, from older versions) is
+    replaced."""
+    ca_cert = _load_cert(state / (prefix + CA_CERT))
+    ca_key = _load_key(state / (prefix + CA_KEY))
     ca_ok = (
         _valid(ca_cert)
         and ca_key is not None
         and ca_cert.public_key().public_numbers() == ca_key.public_key().public_numbers()
     )
     if not ca_ok:
-        ca_cert, ca_key = _make_ca(state)
+        ca_cert, ca_key = _make_ca(state, prefix)
         server_ok = False
     else:
-        server_cert = _load_cert(state / SERVER_CERT)
-        server_key = _load_key(state / SERVER_KEY)
+        server_cert = _load_cert(state / (prefix + SERVER_CERT))
+        server_key = _load_key(state / (prefix + SERVER_KEY))
         server_ok = (
             _valid(server_cert)
             and server_key is not None
@@ -213,7 +222,14 @@ def ensure_key_material(state_dir: str | os.PathLike[str], host: str = "127.0.0.
             except Exception:
                 server_ok = False
     if not server_ok:
-        _make_server(state, host, ca_cert, ca_key)
+        _make_server(state, host, ca_cert, ca_key, prefix)
+
+
+def ensure_key_material(state_dir: str | os.PathLike[str], host: str = "127.0.0.1") -> KeyMaterial:
+    """Load (or create) the CA, server certificate and token-signing key in ``state_dir``."""
+    state = Path(state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    _ensure_chain(state, host)
 
     signing_key = _load_key(state / SIGNING_KEY)
     if signing_key is None:
@@ -229,6 +245,20 @@ def ensure_key_material(state_dir: str | os.PathLike[str], host: str = "127.0.0.
         server_key_path=(state / SERVER_KEY).resolve(),
         signing_key=signing_key,
         signing_kid=kid,
+    )
+
+
+def ensure_untrusted_certificate(
+    state_dir: str | os.PathLike[str], host: str = "127.0.0.1"
+) -> tuple[Path, Path]:
+    """(certificate, key) paths of a server certificate for the same names as the real one,
+    issued by a throwaway CA that is never handed to clients; made once per state dir."""
+    state = Path(state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    _ensure_chain(state, host, UNTRUSTED_PREFIX)
+    return (
+        (state / (UNTRUSTED_PREFIX + SERVER_CERT)).resolve(),
+        (state / (UNTRUSTED_PREFIX + SERVER_KEY)).resolve(),
     )
 
 

@@ -39,6 +39,7 @@ from .data import Store, Tenant
 from .http_util import Response, json_response
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+APP_NAME = "Learnexa"  # the app registration's display name (its application user in data.py)
 
 
 class AuthFailure(Exception):
@@ -185,15 +186,7 @@ class Entra:
     # ------------------------------------------------------------------ documents
     def openid_configuration(self, segment: str) -> Response:
         if not (self.known_tenant(segment) or segment in ("common", "organizations")):
-            return self.error(
-                400,
-                "invalid_tenant",
-                90002,
-                f"Tenant '{segment}' not found. Check to make sure you have the correct tenant "
-                "ID and are signing into the correct cloud. Check with your subscription "
-                "administrator, this may happen if there are no active subscriptions for the "
-                "tenant.",
-            )
+            return self.tenant_not_found(segment, "discovery")
         base = self.base_url
         tid = self.tenant.tenant_id if self.known_tenant(segment) else "{tenantid}"
         doc = {
@@ -274,18 +267,59 @@ class Entra:
             resp.header("WWW-Authenticate", 'Basic realm="dataverse_sim"')
         return resp
 
+    def tenant_not_found(self, segment: str, endpoint: str) -> Response:
+        """Entra's answer for an unknown tenant: an error page from authorize, ``invalid_tenant``
+        from discovery and the keys, ``invalid_request`` from the token endpoints."""
+        if endpoint == "authorize":
+            return self._authorize_page_error(f"AADSTS90002: Tenant '{segment}' not found.")
+        return self.error(
+            400,
+            "invalid_tenant" if endpoint in ("discovery", "keys") else "invalid_request",
+            90002,
+            f"Tenant '{segment}' not found. Check to make sure you have the correct tenant "
+            "ID and are signing into the correct cloud. Check with your subscription "
+            "administrator, this may happen if there are no active subscriptions for the "
+            "tenant.",
+        )
+
+    def app_disabled(self, client_id: str | None) -> Response:
+        """The token endpoint's answer once the app registration is disabled in the tenant."""
+        client_id = client_id or self.tenant.client_id
+        return self.error(
+            400,
+            "unauthorized_client",
+            7000112,
+            f"Application '{client_id}'({APP_NAME}) is disabled.",
+        )
+
+    def user_disabled(self) -> Response:
+        return self.error(400, "invalid_grant", 50057, "The user account is disabled.")
+
+    def unavailable(self, status: int) -> Response:
+        """An injected outage or throttling answer in Entra's shape (the codes are the ones
+        Entra's error reference lists for throttled tenants and transient service failures)."""
+        if status == 429:
+            error, code, message = (
+                "temporarily_unavailable",
+                90055,
+                "There are too many incoming requests. Please try again later.",
+            )
+        elif status == 500:
+            error, code, message = ("server_error", 90033, "A transient error has occurred.")
+        elif status < 500:  # any other client error asked for: a generic invalid request
+            error, code, message = ("invalid_request", 90100, "The request is not valid.")
+        else:
+            error, code, message = (
+                "temporarily_unavailable",
+                90006,
+                "The service is temporarily unavailable. Please try again later.",
+            )
+        return self.error(status, error, code, message)
+
     # ------------------------------------------------------------------ token endpoint
     def token(self, segment: str, form: dict[str, str], authorization: str | None) -> Response:
         if not self.known_tenant(segment):
-            return self.error(
-                400,
-                "invalid_request",
-                90002,
-                f"Tenant '{segment}' not found. Check to make sure you have the correct tenant "
-                "ID and are signing into the correct cloud. Check with your subscription "
-                "administrator, this may happen if there are no active subscriptions for the "
-                "tenant.",
-            )
+            return self.tenant_not_found(segment, "token")
         basic_id = basic_secret = None
         if authorization and authorization.lower().startswith("basic "):
             try:
@@ -614,7 +648,7 @@ class Entra:
         """``GET /{tenant}/oauth2/v2.0/authorize``: signs in as ``login_hint`` (or the first
         enabled licensed user) without a page, and redirects back with a code."""
         if not self.known_tenant(segment):
-            return self._authorize_page_error(f"AADSTS90002: Tenant '{segment}' not found.")
+            return self.tenant_not_found(segment, "authorize")
         client_id = params.get("client_id", "")
         if client_id.lower() != self.tenant.client_id:
             return self._authorize_page_error(
@@ -773,12 +807,7 @@ class Entra:
             return checked
         user = self.store.get_user(user_id)
         if user is None or user.get("isdisabled"):
-            return self.error(
-                400,
-                "invalid_grant",
-                50057,
-                "The user account is disabled.",
-            )
+            return self.user_disabled()
         oid = user.get("azureactivedirectoryobjectid") or user_id
         token, lifetime = self._access_token(oid=oid, scope_claim="user_impersonation", user=user)
         now = int(self.clock())

@@ -143,7 +143,27 @@ def _fmt_seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-FAULT_KINDS = {"status", "reset", "slow", "truncated", "malformed"}
+FAULT_KINDS = {
+    "status",
+    "reset",
+    "slow",
+    "truncated",
+    "malformed",
+    "redirect",
+    "discovery_elsewhere",
+    "tenant_not_found",
+    "app_disabled",
+    "user_disabled",
+    "refuse",
+    "untrusted_certificate",
+}
+# Kinds that only make sense for the Entra endpoints: they default to target "entra".
+ENTRA_ONLY_KINDS = {"discovery_elsewhere", "tenant_not_found", "app_disabled", "user_disabled"}
+# Kinds applied when a TCP connection is accepted, before any request (and whatever it is
+# for): "target" and "path_contains" mean nothing there.
+CONNECTION_KINDS = {"refuse", "untrusted_certificate"}
+TARGETS = {"webapi", "entra"}
+REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 
 
 @dataclass
@@ -154,26 +174,29 @@ class Fault:
     retry_after: int | None = None
     seconds: float = 1.0
     path_contains: str | None = None
+    target: str = "webapi"  # webapi, entra, or connection (for CONNECTION_KINDS)
+    location: str | None = None  # redirect: None = the simulator under the name localhost
+    token_endpoint: str | None = None  # discovery_elsewhere: None = the same, via localhost
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Fault:
         kind = data.get("kind")
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
-        count = int(data.get("count", 1))
+        count = _int(data.get("count", 1), "count")
         if count < 1:
             raise ValueError("count must be at least 1")
-        status = int(data.get("status", 429 if kind == "status" else 503))
-        if kind == "status" and not 400 <= status <= 599:
-            raise ValueError("status must be an HTTP error status (400-599)")
         retry_after = data.get("retry_after")
         return cls(
             kind=kind,
             count=count,
-            status=status,
-            retry_after=None if retry_after is None else int(retry_after),
+            status=_status(kind, data.get("status")),
+            retry_after=None if retry_after is None else _int(retry_after, "retry_after"),
             seconds=float(data.get("seconds", 1.0)),
-            path_contains=data.get("path_contains"),
+            path_contains=None if kind in CONNECTION_KINDS else data.get("path_contains"),
+            target=_target(kind, data.get("target")),
+            location=_optional_str(data, "location"),
+            token_endpoint=_optional_str(data, "token_endpoint"),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -184,11 +207,54 @@ class Fault:
             "retry_after": self.retry_after,
             "seconds": self.seconds,
             "path_contains": self.path_contains,
+            "target": self.target,
+            "location": self.location,
+            "token_endpoint": self.token_endpoint,
         }
 
 
+def _int(value: Any, name: str) -> int:
+    # int(float("inf")) raises OverflowError, which the control API would report as a 500
+    try:
+        return int(value)
+    except OverflowError:
+        raise ValueError(f"{name} must be a finite number") from None
+
+
+def _status(kind: str, value: Any) -> int:
+    if kind == "redirect":
+        status = _int(307 if value is None else value, "status")
+        if status not in REDIRECT_STATUSES:
+            raise ValueError(f"a redirect status must be one of {sorted(REDIRECT_STATUSES)}")
+        return status
+    status = _int((429 if kind == "status" else 503) if value is None else value, "status")
+    if kind == "status" and not 400 <= status <= 599:
+        raise ValueError("status must be an HTTP error status (400-599)")
+    return status
+
+
+def _target(kind: str, value: Any) -> str:
+    if value is not None and value not in TARGETS:
+        raise ValueError(f"unknown fault target {value!r}; expected one of {sorted(TARGETS)}")
+    if kind in CONNECTION_KINDS:
+        return "connection"
+    if kind in ENTRA_ONLY_KINDS:
+        if value == "webapi":
+            raise ValueError(f"fault kind {kind!r} applies to target 'entra' only")
+        return "entra"
+    return value or "webapi"
+
+
+def _optional_str(data: dict[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{name} must be a string")
+    return value
+
+
 class FaultQueue:
-    """Faults applied, in order, to the next Dataverse Web API requests."""
+    """Faults applied, in order, to the next matching requests of their target (the Web API,
+    the Entra endpoints, or new TCP connections)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -202,10 +268,22 @@ class FaultQueue:
         with self.lock:
             self.faults.clear()
 
-    def take(self, path: str) -> Fault | None:
+    def take(
+        self,
+        path: str,
+        target: str = "webapi",
+        fits: Callable[[Fault], bool] | None = None,
+    ) -> Fault | None:
+        """The first pending fault for ``target`` whose ``path_contains`` is in ``path`` and
+        that ``fits`` the request (some kinds only concern some endpoints); one use of it is
+        consumed."""
         with self.lock:
             for fault in self.faults:
+                if fault.target != target:
+                    continue
                 if fault.path_contains and fault.path_contains not in path:
+                    continue
+                if fits is not None and not fits(fault):
                     continue
                 fault.count -= 1
                 if fault.count <= 0:

@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from . import jwt
-from .certs import KeyMaterial, ensure_key_material
+from .certs import KeyMaterial, ensure_key_material, ensure_untrusted_certificate
 from .data import Store, make_tenant
 from .entra import AuthFailure, Entra
 from .http_util import Response, dumps, json_response, odata_error
@@ -76,8 +76,12 @@ class _TLSServer(ThreadingHTTPServer):
         request.settimeout(30)
         with contextlib.suppress(OSError):
             request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        context = self.simulator._context_for_new_connection(self.ssl_context)
+        if context is None:  # the "refuse" fault
+            _abort(request)
+            return
         try:
-            tls = self.ssl_context.wrap_socket(request, server_side=True)
+            tls = context.wrap_socket(request, server_side=True)
         except (ssl.SSLError, OSError):
             with contextlib.suppress(OSError):
                 request.close()
@@ -108,6 +112,22 @@ class _TLSServer(ThreadingHTTPServer):
         for conn in conns:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
+
+
+def _abort(sock: socket.socket) -> None:
+    """Close with SO_LINGER 0, so the peer gets a TCP reset instead of an orderly close."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        socket.socket.close(sock)
+
+
+def _server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_path, key_path)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -157,6 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
         log_entry: dict[str, Any] = {
             "method": self.command,
             "path": self.path,
+            "host": self.headers.get("Host"),  # as sent: shows where a redirect led
             "status": None,
             "timestamp": sim._iso_now(),
         }
@@ -222,10 +243,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Abort the connection (TCP reset)."""
         with contextlib.suppress(OSError):
             self.wfile.flush()
-        with contextlib.suppress(OSError):
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        with contextlib.suppress(OSError):
-            socket.socket.close(self.connection)
+        _abort(self.connection)
         raise _Closed()
 
 
@@ -287,6 +305,8 @@ class Simulator:
         self._server: _TLSServer | None = None
         self._thread: threading.Thread | None = None
         self._keys: KeyMaterial | None = None
+        self._untrusted_context: ssl.SSLContext | None = None
+        self._untrusted_lock = threading.Lock()
         self._base_url = ""
         self.entra: Entra | None = None
         self.webapi = WebApi(
@@ -310,10 +330,7 @@ class Simulator:
         if self._server is not None:
             return self
         self._keys = ensure_key_material(self.state_dir, self.host)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(self._keys.server_cert_path, self._keys.server_key_path)
-        context.set_alpn_protocols(["http/1.1"])
+        context = _server_context(self._keys.server_cert_path, self._keys.server_key_path)
         server = _TLSServer((self.host, self.requested_port), _Handler, self, context)
         port = server.server_address[1]
         host = self.host
@@ -466,9 +483,14 @@ class Simulator:
         (self.webapi.read_denied.discard if allowed else self.webapi.read_denied.add)(logical_name)
 
     def inject_fault(self, kind: str, count: int = 1, **options: Any) -> dict[str, Any]:
-        """Make the next ``count`` Web API requests fail; see ``Fault`` for options
-        (status, retry_after, seconds, path_contains)."""
+        """Make the next ``count`` matching requests fail; see ``Fault`` for options (status,
+        retry_after, seconds, path_contains, target "webapi" or "entra", location,
+        token_endpoint).  ``refuse`` and ``untrusted_certificate`` apply to the next ``count``
+        new TCP connections instead, whatever they are for.  A huge ``count`` lasts until
+        ``clear_faults``."""
         fault = Fault.from_dict({"kind": kind, "count": count, **options})
+        if fault.kind == "untrusted_certificate":
+            self._untrusted_tls()  # make the certificate now, not during a handshake
         self.faults.add(fault)
         return fault.as_dict()
 
@@ -552,6 +574,23 @@ class Simulator:
             raise RuntimeError("the simulator is not running; call start() first")
         return self.entra
 
+    def _untrusted_tls(self) -> ssl.SSLContext:
+        with self._untrusted_lock:
+            if self._untrusted_context is None:
+                cert, key = ensure_untrusted_certificate(self.state_dir, self.host)
+                self._untrusted_context = _server_context(cert, key)
+            return self._untrusted_context
+
+    def _context_for_new_connection(self, usual: ssl.SSLContext) -> ssl.SSLContext | None:
+        """The TLS context for a connection just accepted, after the connection-level faults:
+        None means refuse it."""
+        fault = self.faults.take("", "connection")
+        if fault is None:
+            return usual
+        if fault.kind == "refuse":
+            return None
+        return self._untrusted_tls()
+
     def _record(self, entry: dict[str, Any]) -> None:
         with self._log_lock:
             self._log.append(entry)
@@ -567,10 +606,85 @@ class Simulator:
             h.send_response_obj(self._handle_control(h, path, query, body), log)
             return
         log["kind"] = "entra"
-        h.send_response_obj(self._handle_entra(h, path, query, body), log)
+        self._serve_entra(h, path, query, body, log)
 
     # ------------------------------------------------------------------ Entra
-    def _handle_entra(self, h: _Handler, path: str, query: str, body: bytes) -> Response:
+    def _serve_entra(self, h: _Handler, path: str, query: str, body: bytes, log: dict) -> None:
+        """Entra's endpoints, and any path nobody routes (logged all the same, so a test can
+        see whether a secret was sent somewhere a redirect pointed)."""
+        form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        log["credential"] = _credential(form, h.headers.get("Authorization"))
+        parts = [p for p in path.split("/") if p]
+        endpoint = _entra_endpoint(parts[1:]) if parts else None
+        fault = None
+        if endpoint is not None:
+            fault = self.faults.take(h.path, "entra", lambda f: _fault_fits(f, endpoint, form))
+        if fault is None:
+            h.send_response_obj(self._handle_entra(h, path, query, form), log)
+            return
+        log["fault"] = fault.kind
+        if fault.kind == "reset":
+            log["status"] = 0
+            h.hard_close()
+        if fault.kind == "slow":
+            time.sleep(fault.seconds)
+        resp = self._entra_fault_response(h, fault, parts[0], endpoint, form)
+        if resp is None:  # slow, truncated, malformed: the real answer, late or damaged
+            resp = self._handle_entra(h, path, query, form)
+        self._send_faulted(h, fault, resp, log)
+
+    def _entra_fault_response(
+        self, h: _Handler, fault: Fault, segment: str, endpoint: str, form: dict[str, str]
+    ) -> Response | None:
+        entra = self._require_entra()
+        if fault.kind == "status":
+            resp = entra.unavailable(fault.status)
+            if fault.status == 429 or fault.retry_after is not None:
+                retry = fault.retry_after if fault.retry_after is not None else 1
+                resp.header("Retry-After", str(retry))
+            return resp
+        if fault.kind == "redirect":
+            return self._redirect(h, fault)
+        if fault.kind == "discovery_elsewhere":
+            return self._discovery_elsewhere(fault, segment)
+        if fault.kind == "tenant_not_found":
+            return entra.tenant_not_found(segment, endpoint)
+        if fault.kind == "app_disabled":
+            return entra.app_disabled(form.get("client_id"))
+        if fault.kind == "user_disabled":
+            return entra.user_disabled()
+        return None
+
+    def _redirect(self, h: _Handler, fault: Fault) -> Response:
+        # by default the same path under another name for this server, so a client that
+        # follows it stays on the simulator and the log shows what it sent there
+        location = fault.location or f"https://localhost:{self.port}/redirected{h.path}"
+        return Response(fault.status).header("Location", location)
+
+    def _discovery_elsewhere(self, fault: Fault, segment: str) -> Response:
+        """The real discovery document, except that it sends clients to another host for
+        tokens and sign-ins (the issuer stays the real one)."""
+        resp = self._require_entra().openid_configuration(segment)
+        if resp.status != 200:
+            return resp
+        doc = json.loads(resp.body)
+        token_endpoint = (
+            fault.token_endpoint or f"https://localhost:{self.port}/{segment}/oauth2/v2.0/token"
+        )
+        doc["token_endpoint"] = token_endpoint
+        doc["authorization_endpoint"] = token_endpoint.rsplit("/", 1)[0] + "/authorize"
+        return json_response(200, doc)
+
+    def _send_faulted(self, h: _Handler, fault: Fault | None, resp: Response, log: dict) -> None:
+        if fault is not None and fault.kind == "truncated":
+            h.send_truncated(resp, log)
+            return
+        if fault is not None and fault.kind == "malformed":
+            broken = resp.body[: max(1, len(resp.body) // 3)] + b'\x00{"value":[,'
+            resp = Response(200, broken, resp.headers, resp.content_type)
+        h.send_response_obj(resp, log)
+
+    def _handle_entra(self, h: _Handler, path: str, query: str, form: dict[str, str]) -> Response:
         entra = self._require_entra()
         parts = [p for p in path.split("/") if p]
         if not parts:
@@ -606,10 +720,8 @@ class Simulator:
                     900144,
                     "The request body must contain the following parameter: 'grant_type'.",
                 )
-            form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
             return entra.token(segment, form, h.headers.get("Authorization"))
         if rest == ["oauth2", "token"] and method == "POST":
-            form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
             return entra.token_v1(segment, form, h.headers.get("Authorization"))
         if rest == ["oauth2", "v2.0", "authorize"] and method == "GET":
             return entra.authorize(segment, dict(parse_qsl(query, keep_blank_values=True)))
@@ -629,8 +741,8 @@ class Simulator:
             if fault.kind == "reset":
                 log["status"] = 0
                 h.hard_close()
-            if fault.kind == "status":
-                h.send_response_obj(self._fault_response(fault), log)
+            if fault.kind in ("status", "redirect"):
+                h.send_response_obj(self._fault_response(h, fault), log)
                 return
         entra = self._require_entra()
         try:
@@ -671,15 +783,11 @@ class Simulator:
         resp.header("x-ms-ratelimit-burst-remaining-xrm-requests", str(remaining))
         resp.header("x-ms-ratelimit-time-remaining-xrm-requests", f"{remaining_ms:,}.00")
         resp.header("x-ms-service-request-id", secrets.token_hex(16))
-        if fault is not None and fault.kind == "truncated":
-            h.send_truncated(resp, log)
-            return
-        if fault is not None and fault.kind == "malformed":
-            broken = resp.body[: max(1, len(resp.body) // 3)] + b'\x00{"value":[,'
-            resp = Response(200, broken, resp.headers, resp.content_type)
-        h.send_response_obj(resp, log)
+        self._send_faulted(h, fault, resp, log)
 
-    def _fault_response(self, fault: Fault) -> Response:
+    def _fault_response(self, h: _Handler, fault: Fault) -> Response:
+        if fault.kind == "redirect":
+            return self._redirect(h, fault)
         status = fault.status
         if status == 429:
             limits = self.protection.limits
@@ -837,6 +945,44 @@ class Simulator:
         return json_response(
             404, {"error": f"no control endpoint {method} /_control/{'/'.join(parts)}"}
         )
+
+
+def _entra_endpoint(rest: list[str]) -> str | None:
+    """Which Entra endpoint a path (after the tenant segment) is; faults targeted at Entra
+    apply to these only, never to unrouted paths such as a redirect's destination."""
+    if rest == ["v2.0", ".well-known", "openid-configuration"]:
+        return "discovery"
+    if rest in (["discovery", "v2.0", "keys"], ["discovery", "keys"]):
+        return "keys"
+    if rest in (["oauth2", "v2.0", "token"], ["oauth2", "token"]):
+        return "token"
+    if rest == ["oauth2", "v2.0", "authorize"]:
+        return "authorize"
+    return None
+
+
+def _fault_fits(fault: Fault, endpoint: str, form: dict[str, str]) -> bool:
+    """Kinds about one part of Entra leave the other requests alone (and are not used up by
+    them): a discovery fault must not be spent on the token request before it."""
+    if fault.kind == "discovery_elsewhere":
+        return endpoint == "discovery"
+    if fault.kind == "app_disabled":
+        return endpoint == "token"
+    if fault.kind == "user_disabled":
+        return endpoint == "token" and form.get("grant_type") in (
+            "authorization_code",
+            "refresh_token",
+        )
+    return True
+
+
+def _credential(form: dict[str, str], authorization: str | None) -> str | None:
+    """Which client credential a request carried, for the log (never its value)."""
+    if form.get("client_assertion"):
+        return "client_assertion"
+    if form.get("client_secret") or (authorization or "").lower().startswith("basic "):
+        return "client_secret"
+    return None
 
 
 __all__ = ["Simulator", "INFO_KEYS", "dumps"]
