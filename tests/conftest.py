@@ -76,14 +76,14 @@ def connect(request):
 
     def connect(company, sim=None, **overrides):
         info = (sim or request.getfixturevalue("simulator")).info
-        setting = DynamicsCrmSetting(
-            company=company,
-            organization_uri=info["organization_uri"],
-            authority_host=info["authority_host"],
-            tenant_id=info["tenant_id"],
-            client_id=info["client_id"],
+        fields = {
+            "organization_uri": info["organization_uri"],
+            "authority_host": info["authority_host"],
+            "tenant_id": info["tenant_id"],
+            "client_id": info["client_id"],
             **overrides,
-        )
+        }
+        setting = DynamicsCrmSetting(company=company, **fields)
         setting.set_client_secret(info["client_secret"])
         setting.schedule_next()
         setting.save()

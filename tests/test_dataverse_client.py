@@ -228,3 +228,17 @@ def test_a_page_read_leaves_no_response_holding_its_bytes(settings, setting):
         gc.enable()
     assert records > 200
     assert holding == []
+
+
+def test_retry_after_zero_is_waited_at_least_the_backoff_and_a_run_stops_waiting():
+    # A server that keeps saying "Retry-After: 0" must not get a busy loop of requests.
+    client, sleeps = client_for(
+        lambda r: dataverse_error(429, "Too many", "0x80072322", **{"Retry-After": "0"}),
+        backoff_seconds=0.5,
+    )
+    client.retry.max_waits = 20
+    with pytest.raises(DataverseThrottled, match="after 20 waits") as caught:
+        client.get(f"{ORG}/api/data/v9.2/WhoAmI")
+    assert sleeps == [0.5] * 20
+    assert client.requests == 21
+    assert caught.value.retryable

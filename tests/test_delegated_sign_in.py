@@ -3,6 +3,7 @@ Entra ID, the state's checks, the encrypted token cache, and syncs that refresh 
 
 from __future__ import annotations
 
+import html
 import json
 from urllib.parse import parse_qs, urlsplit
 
@@ -145,6 +146,42 @@ def test_an_expired_refresh_token_fails_the_run_with_sign_in_advice(
     assert "Sign in with Microsoft again" in run.error
     assert "AADSTS700082" in run.error
 
+
+
+@pytest.mark.django_db
+def test_a_signed_in_person_disabled_in_entra_fails_the_run_with_sign_in_advice(
+    admin_client, delegated, simulator, browser
+):
+    admin_client.get(sign_in_at_microsoft(browser, start_sign_in(admin_client, delegated)))
+    simulator.inject_fault("user_disabled", count=10_000, target="entra")
+    simulator.advance_clock(2 * 3600)  # the access token has expired: a refresh is needed
+
+    run = sync(delegated)
+
+    assert run.status == SyncRun.Status.FAILED and not run.retryable
+    assert "disabled in Entra ID" in run.error and "Sign in with Microsoft again" in run.error
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "fault, text",
+    [
+        ({"kind": "tenant_not_found"}, "Entra ID has no tenant"),
+        ({"kind": "status", "status": 503, "target": "entra"}, "kept failing with HTTP 503"),
+        ({"kind": "refuse"}, "couldn't be reached"),
+    ],
+)
+def test_signing_in_while_entra_id_fails_says_why_on_the_page(
+    admin_client, delegated, simulator, fault, text
+):
+    fault = dict(fault)
+    simulator.inject_fault(fault.pop("kind"), count=10_000, **fault)
+
+    response = admin_client.post(reverse("dynamics_crm:sign_in"))
+
+    assert response.status_code == 302
+    page = html.unescape(admin_client.get(response["Location"]).content.decode())
+    assert "Signing in with Microsoft couldn't start" in page and text in page
 
 def assert_refused(response, client, text: str, setting) -> None:
     assert response.status_code == 302

@@ -522,3 +522,17 @@ if SQLITE:
             db.close()
             if proc.poll() is None:
                 proc.kill()
+
+
+@pytest.mark.django_db
+def test_a_failed_run_counts_the_requests_it_sent(setting, simulator):
+    # Pages 1 and 2 are written; page 3 fails after its retries.
+    simulator.inject_fault("status", count=100, status=503, path_contains="pagenumber=%223%22")
+    run = new_run(setting, trigger=SyncRun.Trigger.SCHEDULE)
+
+    execute_run(run)
+
+    run.refresh_from_db()
+    assert run.status == SyncRun.Status.FAILED
+    sent = [r for r in simulator.request_log() if r.get("kind") == "webapi"]
+    assert run.requests == len(sent) > 2

@@ -9,7 +9,9 @@
   scope `{organization URI}/user_impersonation`. The app still authenticates itself with
   its client secret when it redeems the code and refreshes tokens.
 
-`TokenProvider(setting).token()` / `.invalidate()` is the same for all three.
+`TokenProvider(setting).token()` / `.invalidate()` is the same for all three. MSAL talks
+to Entra ID only through an `EntraSession` (entra_session.py): to the authority alone,
+without redirects, retried within the run's budget, every failure an AuthenticationError.
 
 Also here: reading an uploaded certificate (`load_certificate`), Entra ID's errors in plain
 words, and the expiry reminders the scheduler sends (`remind_expiring`).
@@ -29,13 +31,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
+from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
 from learnexa import encryption
 
-from . import notifications, tls
+from . import notifications
+from .entra_session import AuthenticationError, EntraSession, authority_origin
 from .models import DynamicsCrmSetting
+from .retries import RetryBudget, budget_from_settings
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +50,6 @@ SIGN_IN_AGAIN = (
     "Sign in with Microsoft again under Manage site → Integrate Dynamics CRM, as someone "
     "who can read users in Dynamics."
 )
-
-
-class AuthenticationError(Exception):
-    """No token could be obtained; the message says what to fix."""
 
 
 # AADSTS codes that mean the admin must change something, and what.
@@ -245,7 +246,8 @@ def _public_numbers(cert: x509.Certificate):
 
 
 def authority(setting: DynamicsCrmSetting) -> str:
-    return f"{setting.authority_host}/{setting.tenant_id}"
+    """The authority URL, its host re-checked against the allowed hosts at each use."""
+    return f"{authority_origin(setting.authority_host)}/{setting.tenant_id}"
 
 
 def delegated_scopes(setting: DynamicsCrmSetting) -> list[str]:
@@ -256,54 +258,68 @@ def delegated_scopes(setting: DynamicsCrmSetting) -> list[str]:
 def _app_credential(setting: DynamicsCrmSetting):
     """What the app proves its identity with: the secret, or the certificate."""
     kind = setting.credential_type
-    if kind == CredentialType.CERTIFICATE:
-        if not setting.has_certificate:
+    try:
+        if kind == CredentialType.CERTIFICATE:
+            if not setting.has_certificate:
+                raise AuthenticationError(
+                    "No certificate is saved for this integration. Upload the app "
+                    "registration's certificate with its private key, and save."
+                )
+            # With the certificate and no SHA-1 thumbprint, MSAL signs PS256 with the SHA-256
+            # thumbprint (x5t#S256) and sends the certificate as x5c, as it recommends.
+            return {
+                "private_key": setting.certificate_private_key(),
+                "public_certificate": setting.certificate_pem,
+            }
+        if not setting.has_client_secret:
             raise AuthenticationError(
-                "No certificate is saved for this integration. Upload the app registration's "
-                "certificate with its private key, and save."
+                "No client secret is saved for this integration. Enter the app "
+                "registration's client secret and save."
             )
-        # With the certificate and no SHA-1 thumbprint, MSAL signs PS256 with the SHA-256
-        # thumbprint (x5t#S256) and sends the certificate as x5c, as it recommends.
-        return {
-            "private_key": setting.certificate_private_key(),
-            "public_certificate": setting.certificate_pem,
-        }
-    if not setting.has_client_secret:
-        raise AuthenticationError(
-            "No client secret is saved for this integration. Enter the app "
-            "registration's client secret and save."
-        )
-    return setting.client_secret()
+        return setting.client_secret()
+    except encryption.SecretUnreadable as exc:
+        raise AuthenticationError(str(exc)) from exc
 
 
 def confidential_app(
-    setting: DynamicsCrmSetting, token_cache: msal.TokenCache | None = None
+    setting: DynamicsCrmSetting,
+    token_cache: msal.TokenCache | None = None,
+    retry: RetryBudget | None = None,
 ) -> msal.ConfidentialClientApplication:
-    return msal.ConfidentialClientApplication(
-        setting.client_id,
-        client_credential=_app_credential(setting),
-        authority=authority(setting),
-        # Instance discovery asks login.microsoftonline.com about the authority; the
-        # authority host is the admin's choice (national clouds), so trust it as given.
-        instance_discovery=False,
-        http_client=tls.requests_session(),
-        timeout=30,
-        token_cache=token_cache,
+    """MSAL's application for the company's app registration. Building it reads the
+    authority's discovery document, so it fails as any call to Entra ID does."""
+    where = authority(setting)
+    credential = _app_credential(setting)
+    session = EntraSession(
+        setting.authority_host,
+        retry or budget_from_settings(),
+        timeout=settings.LEARNEXA_DYNAMICS_TIMEOUT,
+    )
+    return call_entra(
+        where,
+        lambda: msal.ConfidentialClientApplication(
+            setting.client_id,
+            client_credential=credential,
+            authority=where,
+            # Instance discovery asks login.microsoftonline.com about the authority; the
+            # authority host is the admin's choice (national clouds), so trust it as given.
+            instance_discovery=False,
+            http_client=session,
+            token_cache=token_cache,
+        ),
     )
 
 
 def call_entra(where: str, call):
-    """Run an MSAL call, turning network and protocol failures into AuthenticationError."""
+    """Run an MSAL call; what the EntraSession didn't already turn into an
+    AuthenticationError (MSAL's own complaints) is turned into one here."""
     try:
         return call()
-    except requests.exceptions.SSLError as exc:
-        raise AuthenticationError(
-            f"The authority host's TLS certificate isn't trusted ({where})."
-        ) from exc
     except requests.exceptions.RequestException as exc:
         raise AuthenticationError(
             f"Entra ID couldn't be reached at {where}: {type(exc).__name__}. Check the "
-            "authority host and the network."
+            "authority host and the network.",
+            retryable=True,
         ) from exc
     except ValueError as exc:
         # MSAL raises ValueError when the authority's metadata can't be read, and when a
@@ -317,15 +333,18 @@ def call_entra(where: str, call):
 class _AppOnly:
     """Client credentials, with a secret or a certificate."""
 
-    def __init__(self, setting: DynamicsCrmSetting):
+    def __init__(self, setting: DynamicsCrmSetting, retry: RetryBudget):
         self.setting = setting
         self.scope = f"{setting.organization_uri}/.default"
-        self.authority = authority(setting)
-        self.app = confidential_app(setting)
+        self.retry = retry
+        self.app: msal.ConfidentialClientApplication | None = None
 
     def token(self) -> str:
+        # Built at the first token, not before: building it already talks to Entra ID.
+        self.app = self.app or confidential_app(self.setting, retry=self.retry)
         result = call_entra(
-            self.authority, lambda: self.app.acquire_token_for_client(scopes=[self.scope])
+            authority(self.setting),
+            lambda: self.app.acquire_token_for_client(scopes=[self.scope]),
         )
         if "access_token" not in result:
             message = explain_token_error(result)
@@ -337,18 +356,19 @@ class _AppOnly:
         return result["access_token"]
 
     def invalidate(self) -> None:
-        self.app.remove_tokens_for_client()
+        if self.app:
+            self.app.remove_tokens_for_client()
 
 
 class _Delegated:
     """Tokens for the person who signed in, from the encrypted cache; written back when MSAL
     refreshed them (the refresh token changes each time)."""
 
-    def __init__(self, setting: DynamicsCrmSetting):
+    def __init__(self, setting: DynamicsCrmSetting, retry: RetryBudget):
         if not setting.has_token_cache:
             raise AuthenticationError("Nobody has signed in with Microsoft yet. " + SIGN_IN_AGAIN)
         self.setting = setting
-        self.authority = authority(setting)
+        self.retry = retry
         self.scopes = delegated_scopes(setting)
         self.cache = msal.SerializableTokenCache()
         self.stored = setting.token_cache_encrypted
@@ -358,16 +378,19 @@ class _Delegated:
             raise AuthenticationError(
                 f"The saved sign-in can't be read ({exc}). " + SIGN_IN_AGAIN
             ) from exc
-        self.app = confidential_app(setting, token_cache=self.cache)
+        self.app: msal.ConfidentialClientApplication | None = None
         self.force_refresh = False
 
     def token(self) -> str:
+        self.app = self.app or confidential_app(
+            self.setting, token_cache=self.cache, retry=self.retry
+        )
         accounts = self.app.get_accounts()
         if not accounts:
             raise AuthenticationError("The saved sign-in holds no account. " + SIGN_IN_AGAIN)
         force, self.force_refresh = self.force_refresh, False
         result = call_entra(
-            self.authority,
+            authority(self.setting),
             lambda: self.app.acquire_token_silent_with_error(
                 self.scopes, account=accounts[0], force_refresh=force
             ),
@@ -406,12 +429,13 @@ class TokenProvider:
     """Hands out a valid access token for one integration, refreshing it when told to,
     with whichever credential the company chose."""
 
-    def __init__(self, setting: DynamicsCrmSetting):
+    def __init__(self, setting: DynamicsCrmSetting, retry: RetryBudget | None = None):
         self._lock = threading.Lock()
+        retry = retry or budget_from_settings()
         if setting.credential_type == CredentialType.DELEGATED:
-            self._source = _Delegated(setting)
+            self._source = _Delegated(setting, retry)
         else:
-            self._source = _AppOnly(setting)
+            self._source = _AppOnly(setting, retry)
 
     def token(self) -> str:
         with self._lock:

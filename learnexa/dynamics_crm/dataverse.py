@@ -7,15 +7,11 @@ else is refused, because the bearer token travels with it.
 
 from __future__ import annotations
 
-import email.utils
 import functools
 import json
-import logging
-import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from urllib.parse import quote
 
 import httpx
@@ -23,8 +19,7 @@ import orjson
 
 from . import hosts, tls
 from .credentials import AuthenticationError, TokenProvider
-
-logger = logging.getLogger(__name__)
+from .retries import RetryBudget, retry_after_seconds
 
 API_VERSION = "v9.2"
 FORMATTED_VALUE = "OData.Community.Display.V1.FormattedValue"
@@ -103,17 +98,20 @@ class DataverseClient:
         backoff_seconds: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
+        retry: RetryBudget | None = None,
     ):
         self.origin = hosts.normalize_organization_uri(organization_uri)
         self.api_root = f"{self.origin}/api/data/{API_VERSION}"
         self.tokens = tokens
         self.page_size = max(1, min(page_size, MAX_PAGE_SIZE))
-        self.max_retries = max_retries
-        self.max_throttle_wait = max_throttle_wait
-        self.backoff_seconds = backoff_seconds
-        self.sleep = sleep
+        # The run's budget, shared with its token requests when the caller gives one.
+        self.retry = retry or RetryBudget(
+            max_retries=max_retries,
+            backoff_seconds=backoff_seconds,
+            max_throttle_wait=max_throttle_wait,
+            sleep=sleep,
+        )
         self.requests = 0
-        self.throttle_wait_seconds = 0.0
         self._http = httpx.Client(
             verify=tls.ssl_context(),
             timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
@@ -128,6 +126,14 @@ class DataverseClient:
                 "User-Agent": "Learnexa-Dynamics-Sync/1.0",
             },
         )
+
+    @property
+    def max_retries(self) -> int:
+        return self.retry.max_retries
+
+    @property
+    def throttle_wait_seconds(self) -> float:
+        return self.retry.throttle_wait_seconds
 
     def close(self) -> None:
         self._http.close()
@@ -217,9 +223,8 @@ class DataverseClient:
                 raise
             except httpx.TransportError as exc:
                 attempt += 1
-                if attempt > self.max_retries:
+                if not self.retry.backoff(attempt, f"{type(exc).__name__} from {self.origin}"):
                     raise DataverseError(self._network_advice(exc), retryable=True) from exc
-                self._backoff(attempt, f"{type(exc).__name__} from {self.origin}")
                 continue
 
             status = response.status_code
@@ -229,9 +234,10 @@ class DataverseClient:
                 except DataverseError as exc:
                     # JSON cut short or garbled on the way is as transient as a reset.
                     attempt += 1
-                    if not exc.retryable or attempt > self.max_retries:
+                    if not exc.retryable or not self.retry.backoff(
+                        attempt, f"Unreadable JSON from {self.origin}"
+                    ):
                         raise
-                    self._backoff(attempt, f"Unreadable JSON from {self.origin}")
                     continue
             if status == 401 and not refreshed_token:
                 # The token may have expired or been revoked mid-run: get a fresh one, once.
@@ -243,35 +249,22 @@ class DataverseClient:
                 continue
             if status in TRANSIENT_STATUSES:
                 attempt += 1
-                if attempt <= self.max_retries:
-                    self._backoff(attempt, f"HTTP {status} from {self.origin}")
+                if self.retry.backoff(attempt, f"HTTP {status} from {self.origin}"):
                     continue
             raise self._error(response)
 
     def _wait_for_throttle(self, response: httpx.Response) -> None:
         wait = retry_after_seconds(response.headers.get("Retry-After"))
-        if wait is None:
-            wait = 5.0
-        if self.throttle_wait_seconds + wait > self.max_throttle_wait:
-            code, message = error_body(response)
-            raise DataverseThrottled(
-                f"Dynamics kept throttling the sync (HTTP 429) beyond "
-                f"{self.max_throttle_wait:.0f} seconds of waiting; it will be retried later. "
-                f"Dynamics said: {message or 'Too Many Requests'}",
-                status=429,
-                code=code,
-                retryable=True,
-            )
-        logger.info("Dynamics throttled the request; waiting %.1f s as Retry-After asks", wait)
-        self.throttle_wait_seconds += wait
-        self.sleep(wait)
-
-    def _backoff(self, attempt: int, why: str) -> None:
-        delay = min(30.0, self.backoff_seconds * 2 ** (attempt - 1)) * (0.5 + random.random())
-        logger.info(
-            "%s; retrying in %.1f s (attempt %d of %d)", why, delay, attempt, self.max_retries
+        if self.retry.throttled(wait, "Dynamics throttled the request"):
+            return
+        code, message = error_body(response)
+        raise DataverseThrottled(
+            f"Dynamics kept throttling the sync (HTTP 429) {self.retry.limit_reached()}; it "
+            f"will be retried later. Dynamics said: {message or 'Too Many Requests'}",
+            status=429,
+            code=code,
+            retryable=True,
         )
-        self.sleep(delay)
 
     def _json(self, response: httpx.Response, content: bytes) -> dict:
         content_type = response.headers.get("Content-Type", "")
@@ -351,17 +344,3 @@ def error_body(response: httpx.Response) -> tuple[str, str]:
         return str(error.get("code") or ""), str(error.get("message") or "")[:500]
     except (ValueError, AttributeError):
         return "", ""
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -120,9 +120,13 @@ def normalize_authority_host(url: str) -> str:
 
 
 def same_origin(url: str, origin: str) -> bool:
-    """True if `url` is on exactly `origin` (scheme, host and port)."""
-    parts = urlsplit(url)
+    """True if `url` is on exactly `origin` (scheme, host and port); False for anything
+    that isn't a well-formed URL."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except (ValueError, TypeError):
+        return False
     host = (parts.hostname or "").lower()
-    port = parts.port
     netloc = host if port in (None, 443) else f"{host}:{port}"
     return parts.scheme == "https" and f"https://{netloc}" == origin and parts.username is None

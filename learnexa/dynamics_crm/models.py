@@ -181,8 +181,13 @@ class DynamicsCrmSetting(models.Model):
         return f"Dynamics 365 for {self.company}"
 
     def save(self, *args, **kwargs):
-        self.organization_uri = hosts.normalize_organization_uri(self.organization_uri)
-        self.authority_host = hosts.normalize_authority_host(self.authority_host)
+        # Only the hosts being written are checked: a host the operator has since disallowed
+        # must not stop a failure from being recorded, or the admin from disconnecting.
+        fields = kwargs.get("update_fields")
+        if fields is None or "organization_uri" in fields:
+            self.organization_uri = hosts.normalize_organization_uri(self.organization_uri)
+        if fields is None or "authority_host" in fields:
+            self.authority_host = hosts.normalize_authority_host(self.authority_host)
         self.tenant_id = self.tenant_id.strip()
         self.client_id = self.client_id.strip().lower()
         super().save(*args, **kwargs)

@@ -43,8 +43,11 @@ from learnexa.core.runtime import paged_run
 from . import notifications
 from .credentials import AuthenticationError, TokenProvider
 from .dataverse import DataverseClient, DataverseError, DeltaExpired, Page
+from .entra_session import NO_LONGER_ALLOWED
+from .hosts import HostNotAllowed
 from .mapping import MappedRecord, Mapping, Policy, parse_guid
 from .models import DynamicsCrmSetting, SeenRecord, SyncChange, SyncRun
+from .retries import budget_from_settings
 
 logger = logging.getLogger(__name__)
 
@@ -212,15 +215,24 @@ class Plan:
 # -- fetch ------------------------------------------------------------------------------
 
 
+RETRY_OPTIONS = ("max_retries", "backoff_seconds", "max_throttle_wait", "max_waits", "sleep")
+
+
 def open_client(setting: DynamicsCrmSetting, **options) -> DataverseClient:
+    """A client for the company's organization, whose token requests share its budget of
+    retries and waits. Nothing is sent yet."""
+    retry = budget_from_settings(**{k: options.pop(k) for k in RETRY_OPTIONS if k in options})
     options = {
         "page_size": settings.LEARNEXA_DYNAMICS_PAGE_SIZE,
         "timeout": settings.LEARNEXA_DYNAMICS_TIMEOUT,
-        "max_throttle_wait": settings.LEARNEXA_DYNAMICS_MAX_THROTTLE_WAIT,
-        "backoff_seconds": settings.LEARNEXA_DYNAMICS_BACKOFF_SECONDS,
         **options,
     }
-    return DataverseClient(setting.organization_uri, TokenProvider(setting), **options)
+    try:
+        return DataverseClient(
+            setting.organization_uri, TokenProvider(setting, retry), retry=retry, **options
+        )
+    except HostNotAllowed as exc:
+        raise DataverseError(f"{exc} {NO_LONGER_ALLOWED}") from exc
 
 
 # -- match and plan ---------------------------------------------------------------------
@@ -758,6 +770,7 @@ def execute_run(
         raise SyncAlreadyRunning(f"A sync of {run.company} is already running.")
     run.retryable = run.will_retry = run.sliced = False
     deadline = time.monotonic() + time_slice if time_slice else None
+    counted = run.requests, run.throttle_wait_seconds
     try:
         run.status = SyncRun.Status.RUNNING
         run.started_at = run.started_at or timezone.now()
@@ -774,6 +787,7 @@ def execute_run(
             run.save(update_fields=["status"])
         except (AuthenticationError, DataverseError, LeaseLost) as exc:
             run.retryable = getattr(exc, "retryable", False)
+            _count_requests(run, client, counted)
             finish_run(run, error=str(exc))
         except (InterfaceError, OperationalError) as exc:
             # The database connection dropped (a restart, a failover) or stayed locked: record
@@ -781,6 +795,7 @@ def execute_run(
             logger.exception("Sync %s of %s lost the database", run.pk, run.company)
             connection.close_if_unusable_or_obsolete()
             run.retryable = True
+            _count_requests(run, client, counted)
             finish_run(
                 run,
                 error=f"The sync lost its connection to the database, or found it locked "
@@ -788,6 +803,7 @@ def execute_run(
             )
         except Exception as exc:
             logger.exception("Sync %s of %s failed unexpectedly", run.pk, run.company)
+            _count_requests(run, client, counted)
             finish_run(
                 run,
                 error=f"The sync stopped on an unexpected error ({type(exc).__name__}); "
@@ -798,6 +814,17 @@ def execute_run(
     finally:
         setting.release_lease(run.lease_owner)
     return run
+
+
+def _count_requests(run: SyncRun, client: DataverseClient | None, counted: tuple) -> None:
+    """A failed run's requests and waits, including those since its last written page."""
+    if client is None:
+        return
+    run.requests = counted[0] + client.requests
+    run.throttle_wait_seconds = counted[1] + client.throttle_wait_seconds
+    SyncRun.objects.filter(pk=run.pk).update(
+        requests=run.requests, throttle_wait_seconds=run.throttle_wait_seconds
+    )
 
 
 def _choose_mode(run: SyncRun) -> None:

@@ -14,7 +14,6 @@ from functools import cache
 from pathlib import Path
 
 import certifi
-import requests
 from django.conf import settings
 
 
@@ -47,14 +46,9 @@ def _combined_bundle(extra: str, extra_digest: str) -> str:
     return str(bundle)
 
 
-def requests_session() -> requests.Session:
-    """For MSAL, which speaks requests."""
-    session = requests.Session()
-    session.trust_env = False
+def requests_verify() -> str:
+    """For requests (MSAL's HTTP client): the CA bundle file to verify with."""
     extra = extra_ca_file()
-    if extra:
-        digest = hashlib.sha256(Path(extra).read_bytes()).hexdigest()
-        session.verify = _combined_bundle(extra, digest)
-    else:
-        session.verify = certifi.where()
-    return session
+    if not extra:
+        return certifi.where()
+    return _combined_bundle(extra, hashlib.sha256(Path(extra).read_bytes()).hexdigest())
