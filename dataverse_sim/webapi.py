@@ -1062,8 +1062,11 @@ class WebApi:
                 api, table, query, "$deltatoken", dotnet_urlencode(token), keep_only_select=True
             )
         resp = odata_response(200, body)
+        # Delta pages carry no annotations here (Microsoft doesn't document that they do),
+        # so the preference isn't reported as applied to them either.
         for item in applied:
-            resp.header("Preference-Applied", item)
+            if not item.startswith("odata.include-annotations"):
+                resp.header("Preference-Applied", item)
         return resp
 
     # ------------------------------------------------------------------ writes

@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import unicodedata
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
 from django.core.exceptions import ValidationError
@@ -149,6 +151,12 @@ class MappedRecord:
     # Why the person should not be active here: disabled in Dynamics, or out of scope.
     disabled_reason: str = ""
     skip_reason: str = ""
+    # Out of the sync's scope (and not disabled): whether that deactivates is the admin's
+    # choice, unlike being disabled in Dynamics.
+    out_of_scope: bool = False
+    # Fields whose value Dynamics has but the sync could not read (a lookup's name it
+    # could not learn): left as they are here, never wiped.
+    unknown: tuple[str, ...] = ()
 
     # The email as matched: ignoring case.
     email_key: str = ""
@@ -254,6 +262,11 @@ class Mapping:
         self.source = source or SYSTEMUSERS
         self.rules = self.source.default_rules if rules is None else rules
         self.scope = scope
+        # Whether users deleted in Dynamics or out of scope are deactivated (the company's
+        # switch), kept here so that every path that plans changes sees it.
+        self.deactivate_missing = True
+        # Where a run reads the names of lookups' related rows when pages lack them.
+        self.names: LookupNames | None = None
         # Per rule, once: the field, the keys to read in order, and the maximum length.
         self._readers = [
             (
@@ -271,6 +284,7 @@ class Mapping:
         mapping.scope = Scope.from_config(
             setting.scope_business_units, setting.scope_conditions, source.business_unit_column
         )
+        mapping.deactivate_missing = setting.deactivate_missing
         return mapping
 
     @classmethod
@@ -319,6 +333,11 @@ class Mapping:
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
+    def read_names_with(self, read: Callable[[str, list[str]], Iterable[dict]]) -> None:
+        """Let map_page read lookups' names with `read` where pages lack them; kept for
+        as long as this mapping, which is one run's."""
+        self.names = LookupNames(read)
+
     def rule(self, name: str) -> FieldRule | None:
         return next((r for r in self.rules if r.field == name), None)
 
@@ -338,18 +357,79 @@ class Mapping:
         scope = self.scope
         if scope.business_units or scope.conditions:
             for m, record in people:
-                if reason := scope.excludes(record):
+                # Being disabled in Dynamics comes first: it deactivates whatever the
+                # switch for leaving the scope says.
+                if m.is_enabled and (reason := scope.excludes(record)):
                     m.is_enabled, m.disabled_reason = False, reason
+                    m.out_of_scope = True
         for name, keys, max_length in self._readers:
             values = clean_column([r.get(keys[0]) for r in records], max_length)
+            unknown = self._lookup_names(keys[0], records, None, values, max_length)
             for fallback in keys[1:]:
-                empty = [i for i, value in enumerate(values) if not value]
+                empty = [i for i, value in enumerate(values) if not value and i not in unknown]
                 found = clean_column([records[i].get(fallback) for i in empty], max_length)
                 for i, value in zip(empty, found, strict=True):
                     values[i] = value
+                unknown |= self._lookup_names(fallback, records, empty, values, max_length)
             for m, value in zip(mapped, values, strict=True):
                 m.fields[name] = value
+            for i in unknown:
+                mapped[i].unknown += (name,)
         return page
+
+    def _lookup_names(self, key: str, records, indexes, values: list, max_length: int) -> set:
+        """Fill in, at `indexes` (None: all), the names of a lookup's related rows that the
+        records lack (delta pages may not carry formatted values) from `names`; returns the
+        indexes whose name stays unknown. Costs nothing on pages that carry the names."""
+        column = key.removesuffix(FORMATTED)
+        if column == key or column not in LOOKUP_TABLES:
+            return set()
+        if indexes is None:
+            if all(values):
+                return set()
+            indexes = range(len(values))
+        missing = [i for i in indexes if not values[i] and records[i].get(column)]
+        if not missing:
+            return set()
+        known = self.names.names(column) if self.names is not None else {}
+        unknown = set()
+        for i in missing:
+            name = known.get(parse_guid(records[i].get(column)))
+            if name:
+                values[i] = clean_text(name, max_length)
+            else:
+                unknown.add(i)
+        return unknown
+
+
+# The lookups whose related rows' names the sync can read itself: the entity set, its key
+# and its name column.
+LOOKUP_TABLES = {"_businessunitid_value": ("businessunits", "businessunitid", "name")}
+
+
+class LookupNames:
+    """The names of lookups' related rows (business units), read in one go the first time
+    a page lacks them and kept for the run: never a request per record, and none at all
+    while pages carry the formatted values."""
+
+    def __init__(self, read: Callable[[str, list[str]], Iterable[dict]]):
+        # read(entity set, columns) → its rows; what it can't read, it returns empty.
+        self._read = read
+        self._names: dict[str, dict[str, str]] = {}
+        self._lock = threading.Lock()
+
+    def names(self, column: str) -> dict[str, str]:
+        """The related rows' names by their id, for a lookup column of LOOKUP_TABLES."""
+        entity_set, key, name = LOOKUP_TABLES[column]
+        with self._lock:
+            if entity_set not in self._names:
+                rows = self._read(entity_set, [key, name])
+                self._names[entity_set] = {
+                    guid: row[name]
+                    for row in rows
+                    if (guid := parse_guid(row.get(key))) and isinstance(row.get(name), str)
+                }
+            return self._names[entity_set]
 
 
 def value_key(column: str) -> str:

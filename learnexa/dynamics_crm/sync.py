@@ -55,6 +55,13 @@ Action = SyncChange.Action
 # The users fields holding Dynamics and Entra ID GUIDs.
 GUID_FIELDS = ("dynamics_systemuser_id", "dynamics_contact_id", "entra_object_id")
 MISSING_REASON = "No longer in Dynamics (deleted, or out of the sync's scope)."
+SITE_ADMIN_REASON = "Matches a site admin; site admins are managed here, not by the sync."
+ADMIN_LEFT_ACTIVE = (
+    " Left active: a site admin is never deactivated by a sync; deactivate them by hand if needed."
+)
+SWITCHED_OFF = (
+    "; left active because deactivating users deleted in Dynamics or out of scope is switched off."
+)
 # Where change tracking is off, changes are polled on modifiedon, overlapping the last read
 # by this much so that a change saved while it ran is not missed.
 POLL_OVERLAP = timedelta(minutes=10)
@@ -140,6 +147,8 @@ class Plan:
     seen_rows: Rows | None = None
     # written_keys(), kept by prepare() so that the planning thread works it out.
     written: set = field(default_factory=set)
+    # The company's switch: deactivate users deleted in Dynamics or out of scope.
+    deactivate_missing: bool = True
 
     def prepare(self, run_id: int, seen: list, connection=None) -> None:
         """Convert the rows to write, which is Python work: done while the page before is
@@ -198,15 +207,15 @@ class Plan:
             )
         )
 
-    def deactivate(self, user: User, mapped: MappedRecord | None, reason: str) -> None:
+    def deactivate(
+        self, user: User, mapped: MappedRecord | None, reason: str, *, missing: bool = False
+    ) -> None:
+        """Deactivate `user` once the run settles; `missing` when the reason is a deletion
+        in Dynamics or leaving the scope, which the company's switch may rule out."""
         if user.is_site_admin:
-            self.record(
-                Action.SKIPPED,
-                mapped,
-                user,
-                reason=f"{reason} Left active: a site admin "
-                "is never deactivated by a sync; deactivate them by hand if needed.",
-            )
+            self.record(Action.SKIPPED, mapped, user, reason=reason + ADMIN_LEFT_ACTIVE)
+        elif missing and not self.deactivate_missing:
+            self.record(Action.SKIPPED, mapped, user, reason=reason.rstrip(".") + SWITCHED_OFF)
         else:
             # Counted when settled: applied, or held.
             self.record(Action.DEACTIVATED, mapped, user, reason=reason, pending=True, count=False)
@@ -373,12 +382,14 @@ def plan_page(
     Matching, in order: the linked Dynamics user, the Entra object id, the email
     (case-insensitively). When two Dynamics users share an email, the first in Dynamics'
     order (by primary key, whatever the paging) keeps it and the other is reported for the
-    admin; nobody is duplicated or merged.
+    admin; nobody is duplicated or merged. A record that matches a site admin by any of
+    these is left alone: the sync never changes a site admin.
     """
     now = now or timezone.now()
-    plan = Plan(link=mapping.source.link_field)
+    plan = Plan(link=mapping.source.link_field, deactivate_missing=mapping.deactivate_missing)
     link = plan.link
     by_id, by_entra, by_email = candidates.by_id, candidates.by_entra, candidates.by_email
+    admins = _site_admin_keys(candidates)
     claimed: set[int] = set()
     planned_emails: set[str] = set()
     # What every user this page creates has in common.
@@ -393,6 +404,14 @@ def plan_page(
     for mapped in records:
         if mapped.skip_reason:
             plan.record(Action.SKIPPED, mapped, reason=mapped.skip_reason)
+            continue
+
+        if admins and (admin := _matching_admin(admins, mapped)) is not None:
+            plan.record(Action.SKIPPED, mapped, admin, reason=SITE_ADMIN_REASON)
+            if not mapped.is_enabled and admin.is_active:
+                # Said too, as the sync says it of anyone it would deactivate otherwise.
+                reason = mapped.disabled_reason + ADMIN_LEFT_ACTIVE
+                plan.record(Action.SKIPPED, mapped, admin, reason=reason, count=False)
             continue
 
         user = by_id.get(mapped.record_id) or (
@@ -443,9 +462,56 @@ def plan_page(
         _plan_update(plan, user, mapped, mapping, by_email, now)
     plan.counts[Action.CREATED] += len(plan.creates)
     for user in candidates.deleted:
-        plan.deactivate(user, None, "Deleted in Dynamics.")
+        plan.deactivate(user, None, "Deleted in Dynamics.", missing=True)
     _set_unusable_passwords(plan.creates)
     return plan
+
+
+def _site_admin_keys(candidates: Candidates) -> tuple[dict, dict, dict] | None:
+    """The site admins among a page's candidates, by record id, Entra object id and email:
+    from what matching loaded, so no query. None when there is none (nearly every page)."""
+    found = tuple(
+        {key: user for key, user in users.items() if user.is_site_admin}
+        for users in (candidates.by_id, candidates.by_entra, candidates.by_email)
+    )
+    return found if any(found) else None
+
+
+def _matching_admin(admins: tuple[dict, dict, dict], mapped: MappedRecord) -> User | None:
+    """The site admin a record matches by any key, whichever matching would pick first."""
+    by_id, by_entra, by_email = admins
+    return (
+        by_id.get(mapped.record_id)
+        or (by_entra.get(mapped.entra_object_id) if mapped.entra_object_id else None)
+        or by_email.get(mapped.email_key)
+    )
+
+
+NAMES_PAGE_SIZE = 5000
+
+
+def _name_reader(client: DataverseClient) -> Callable[[str, list[str]], list[dict]]:
+    """How a run reads lookups' related rows when its pages lack their names (see
+    mapping.LookupNames). A table the sync may not read leaves those fields as they are
+    here rather than failing the run; what may pass (throttling, an outage) fails it."""
+
+    def read(entity_set: str, columns: list[str]) -> list[dict]:
+        url, rows = client.collection_url(entity_set, select=columns), []
+        try:
+            # Pages as large as Dataverse serves, whatever the sync's page size: one request
+            # for any organization's business units.
+            while url:
+                body = client.get(url, prefer=f"odata.maxpagesize={NAMES_PAGE_SIZE}")
+                rows += [row for row in body.get("value") or () if isinstance(row, dict)]
+                url = body.get("@odata.nextLink")
+            return rows
+        except DataverseError as exc:
+            if exc.retryable:
+                raise
+            logger.warning("The sync could not read %s for their names: %s", entity_set, exc)
+            return []
+
+    return read
 
 
 def _plan_create(plan: Plan, template: list, slots: list[int], mapped: MappedRecord) -> None:
@@ -491,6 +557,8 @@ def _field_diff(user: User, mapped: MappedRecord, mapping: Mapping) -> dict[str,
     for rule in mapping.rules:
         new, old = mapped.fields.get(rule.field, ""), getattr(user, rule.field)
         if rule.policy == Policy.ON_CREATE or (rule.policy == Policy.IF_EMPTY and old):
+            continue
+        if mapped.unknown and rule.field in mapped.unknown:
             continue
         if (new and new != old) or (not new and old and rule.clear):
             diff[rule.field] = [old, new]
@@ -540,7 +608,7 @@ def _plan_update(
         plan.record(Action.SKIPPED, mapped, user, reason=" ".join(notes))
 
     if not mapped.is_enabled and user.is_active:
-        plan.deactivate(user, mapped, mapped.disabled_reason)
+        plan.deactivate(user, mapped, mapped.disabled_reason, missing=mapped.out_of_scope)
     elif not diff and not notes:
         plan.counts["unchanged"] += 1
 
@@ -648,8 +716,9 @@ def _insert_users(plan: Plan) -> None:
 # -- settle: what a complete read decides -----------------------------------------------
 
 
-def _plan_missing(run: SyncRun, link: str) -> None:
-    """After a complete full read: linked users whose record wasn't read are deactivated."""
+def _plan_missing(run: SyncRun, link: str, deactivate_missing: bool = True) -> None:
+    """After a complete full read: linked users whose record wasn't read are deactivated,
+    or, with the company's switch off, reported as left active."""
     seen = SeenRecord.objects.filter(run=run, record_id=OuterRef(link))
     missing = User.objects.filter(
         company=run.company, is_active=True, **{f"{link}__isnull": False}
@@ -662,9 +731,9 @@ def _plan_missing(run: SyncRun, link: str) -> None:
     ).aggregate(first=Min("user_id"))["first"]
     if first_created is not None:
         missing = missing.filter(pk__lt=first_created)
-    plan = Plan(link=link)
+    plan = Plan(link=link, deactivate_missing=deactivate_missing)
     for user in missing.order_by("pk").iterator(chunk_size=2000):
-        plan.deactivate(user, None, MISSING_REASON)
+        plan.deactivate(user, None, MISSING_REASON, missing=True)
     insert_rows(SyncChange, Change.COLUMNS, (c.row(run.pk) for c in plan.changes))
     SyncRun.objects.filter(pk=run.pk).update(skipped=F("skipped") + plan.counts[Action.SKIPPED])
     SeenRecord.objects.filter(run=run).delete()
@@ -685,8 +754,9 @@ def _settle(run: SyncRun, *, full: bool) -> None:
     with transaction.atomic():
         if SyncRun.objects.filter(pk=run.pk, settled=True).exists():
             return  # a resumed run that had settled before it stopped
-        if full and setting.deactivate_missing:
-            _plan_missing(run, Mapping.for_setting(setting).source.link_field)
+        if full:
+            link = Mapping.for_setting(setting).source.link_field
+            _plan_missing(run, link, setting.deactivate_missing)
         else:
             SeenRecord.objects.filter(run=run).delete()
         if full and not run.dry_run:
@@ -845,6 +915,7 @@ def _run(
     # Loaded here: the planning thread must not query the database.
     company = setting.company
     mapping = Mapping.for_setting(setting)
+    mapping.read_names_with(_name_reader(client))
     resuming = bool(run.next_page_url) or run.read_complete
     if not resuming:
         _choose_mode(run)
