@@ -20,6 +20,37 @@ KEY_FILE_NAME = "encryption.keys"
 class SecretUnreadable(Exception):
     """A stored secret can't be decrypted with any configured key."""
 
+    # What the operator can do about it: shown as is to the admin and on the command line.
+    ADVICE = (
+        "A stored secret was encrypted with a key that is not in LEARNEXA_ENCRYPTION_KEYS. "
+        "Put the old key back (after the newest one), restart, and run `learnexa "
+        "rotate_secrets`; or enter the secret again."
+    )
+
+    def __init__(self, message: str = ""):
+        super().__init__(message or self.ADVICE)
+
+
+GENERATE_KEY_HINT = (
+    'Generate one with: python -c "from cryptography.fernet import Fernet; '
+    'print(Fernet.generate_key().decode())"'
+)
+
+
+def check_keys(keys, source: str = "LEARNEXA_ENCRYPTION_KEYS") -> list[Fernet]:
+    """The keys as Fernets, or ImproperlyConfigured naming the first bad one by its position
+    (never the key itself, which may be a real key with a typo)."""
+    fernets = []
+    for position, key in enumerate(keys, 1):
+        try:
+            fernets.append(Fernet(key))
+        except (ValueError, TypeError):
+            raise ImproperlyConfigured(
+                f"Key {position} of {len(keys)} in {source} is not a Fernet key (32 url-safe "
+                f"base64-encoded bytes). {GENERATE_KEY_HINT}"
+            ) from None
+    return fernets
+
 
 def configured_keys() -> list[str]:
     if settings.LEARNEXA_ENCRYPTION_KEYS:
@@ -31,15 +62,8 @@ def configured_keys() -> list[str]:
 
 
 @cache
-def _fernet(keys: tuple[str, ...]) -> MultiFernet:
-    try:
-        return MultiFernet([Fernet(k) for k in keys])
-    except ValueError as exc:
-        raise ImproperlyConfigured(
-            "LEARNEXA_ENCRYPTION_KEYS holds a key that is not a Fernet key (32 url-safe "
-            'base64-encoded bytes). Generate one with: python -c "from cryptography.fernet '
-            'import Fernet; print(Fernet.generate_key().decode())"'
-        ) from exc
+def _fernet(keys: tuple[str, ...], source: str) -> MultiFernet:
+    return MultiFernet(check_keys(keys, source))
 
 
 def fernet() -> MultiFernet:
@@ -47,10 +71,12 @@ def fernet() -> MultiFernet:
     if not keys:
         raise ImproperlyConfigured(
             "No encryption key is configured, so secrets can't be stored. Set "
-            "LEARNEXA_ENCRYPTION_KEYS to a Fernet key; generate one with: python -c "
-            '"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+            f"LEARNEXA_ENCRYPTION_KEYS to a Fernet key. {GENERATE_KEY_HINT}"
         )
-    return _fernet(tuple(keys))
+    source = "LEARNEXA_ENCRYPTION_KEYS"
+    if not settings.LEARNEXA_ENCRYPTION_KEYS:
+        source = str(settings.DATA_DIR / KEY_FILE_NAME)
+    return _fernet(tuple(keys), source)
 
 
 def encrypt(plaintext: str) -> str:
@@ -61,10 +87,7 @@ def decrypt(token: str) -> str:
     try:
         return fernet().decrypt(token.encode()).decode()
     except InvalidToken as exc:
-        raise SecretUnreadable(
-            "A stored secret can't be decrypted with the configured keys: was a key removed "
-            "from LEARNEXA_ENCRYPTION_KEYS? Restore it, or enter the secret again."
-        ) from exc
+        raise SecretUnreadable() from exc
 
 
 def rotate(token: str) -> str:
@@ -72,7 +95,4 @@ def rotate(token: str) -> str:
     try:
         return fernet().rotate(token.encode()).decode()
     except InvalidToken as exc:
-        raise SecretUnreadable(
-            "A stored secret can't be decrypted with the configured keys: keep the old key in "
-            "LEARNEXA_ENCRYPTION_KEYS (after the new one) until every secret is re-encrypted."
-        ) from exc
+        raise SecretUnreadable() from exc

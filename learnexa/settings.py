@@ -12,6 +12,8 @@ from pathlib import Path
 import dj_database_url
 from django.utils.csp import CSP
 
+from learnexa.encryption import check_keys as check_encryption_keys
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -118,9 +120,11 @@ SECURE_SSL_REDIRECT = HTTPS and envbool("LEARNEXA_SSL_REDIRECT", "true")
 SECURE_HSTS_SECONDS = 31536000 if HTTPS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
 SECURE_HSTS_PRELOAD = HTTPS and envbool("LEARNEXA_HSTS_PRELOAD", "true")
-SECURE_PROXY_SSL_HEADER = (
-    ("HTTP_X_FORWARDED_PROTO", "https") if envbool("LEARNEXA_BEHIND_PROXY") else None
-)
+LEARNEXA_BEHIND_PROXY = envbool("LEARNEXA_BEHIND_PROXY")
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if LEARNEXA_BEHIND_PROXY else None
+# How many proxies stand in front of the app, each appending to X-Forwarded-For: the client's
+# address (for the sign-in limit) is the one the outermost of them added. Used only behind one.
+LEARNEXA_TRUSTED_PROXIES = int(os.environ.get("LEARNEXA_TRUSTED_PROXIES", "1"))
 # Scripts and style sheets only from here, inline ones only with the page's nonce.
 SECURE_CSP = {
     "default-src": [CSP.SELF],
@@ -131,6 +135,9 @@ SECURE_CSP = {
     "object-src": [CSP.NONE],
     "base-uri": [CSP.NONE],
     "frame-ancestors": [CSP.NONE],
+    # Forms post here only. Chromium checks this on a post's redirects too: the page with
+    # "Sign in with Microsoft" adds the authority host (dynamics_crm.views.integration).
+    "form-action": [CSP.SELF],
 }
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -167,6 +174,9 @@ DEFAULT_FROM_EMAIL = os.environ.get("LEARNEXA_FROM_EMAIL", "Learnexa <noreply@le
 # Fernet keys, comma-separated, newest first. The first encrypts; all decrypt, so a key can
 # be rotated in without losing the secrets stored under the old one.
 LEARNEXA_ENCRYPTION_KEYS = envlist("LEARNEXA_ENCRYPTION_KEYS")
+# A bad key stops every process at start with the key's position, rather than at the first
+# secret a sync or a page reads.
+check_encryption_keys(LEARNEXA_ENCRYPTION_KEYS)
 # Extra certificate authorities trusted for the Dynamics and authority hosts (a PEM file).
 LEARNEXA_DYNAMICS_CA_BUNDLE = os.environ.get("LEARNEXA_DYNAMICS_CA_BUNDLE", "")
 # Hosts, beyond Microsoft's cloud domains, that an organization URI or authority host may
@@ -202,6 +212,9 @@ LOGGING = {
         # msal logs request details at DEBUG; keep it quiet so nothing secret reaches a log.
         "msal": {"handlers": ["console"], "level": "WARNING"},
         "httpx": {"handlers": ["console"], "level": "WARNING"},
+        # Server errors (500s) with their tracebacks: Django's own handlers only print them
+        # with DEBUG on, so in production they would reach no log at all.
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
     },
 }
 

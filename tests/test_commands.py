@@ -124,6 +124,67 @@ def test_configure_refuses_an_http_organization_and_says_why(company, monkeypatc
     assert not DynamicsCrmSetting.objects.exists()
 
 
+def configure(organization_uri: str, setting, monkeypatch):
+    return run(
+        "dynamics",
+        "configure",
+        "acme",
+        "--organization-uri",
+        organization_uri,
+        "--tenant-id",
+        setting.tenant_id,
+        "--client-id",
+        setting.client_id,
+        monkeypatch=monkeypatch,
+    )
+
+
+@pytest.mark.django_db
+def test_configuring_another_organization_forgets_the_delta_link(setting, monkeypatch):
+    setting.delta_link = f"{setting.organization_uri}/api/data/v9.2/systemusers?$deltatoken=1"
+    setting.delta_fingerprint = "abc"
+    setting.save()
+
+    # The same organization again (written another way): the next sync continues.
+    configure(setting.organization_uri + "/", setting, monkeypatch)
+    setting.refresh_from_db()
+    assert setting.delta_link and setting.delta_fingerprint == "abc"
+
+    # Another one: its delta link can't be followed there, so the next sync reads everything.
+    configure("https://contoso.crm.dynamics.com", setting, monkeypatch)
+    setting.refresh_from_db()
+    assert setting.organization_uri == "https://contoso.crm.dynamics.com"
+    assert setting.delta_link == "" and setting.delta_fingerprint == ""
+    assert setting.needs_full_sync() == "No earlier sync to continue from."
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["x" * 100_000, "--name", "X"], "slug: Ensure this value has at most 64 characters"),
+        (["acme", "--name", "x" * 100_000], "name: Ensure this value has at most 200 characters"),
+        (["acme", "--name", ""], "name: This field cannot be blank."),
+        (["Acme Inc", "--name", "Acme"], "slug: Enter a valid “slug”"),
+        (["Acme", "--name", "Acme"], "'Acme' isn't a valid slug"),
+        (["acme", "--name", "Acme", "--time-zone", "Mars/Olympus"], "isn't a time zone"),
+        (["acme", "--name", "Acme", "--time-zone", "../../etc/passwd"], "isn't a time zone"),
+        (["acme", "--name", "Acme", "--time-zone", "x" * 100_000], "time zone: Ensure"),
+    ],
+)
+def test_company_add_refuses_bad_input_in_one_line_and_creates_nothing(arguments, message):
+    with pytest.raises(CommandError, match=message) as caught:
+        run("company", "add", *arguments)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 300
+    assert not Company.objects.exists()
+
+
+@pytest.mark.django_db
+def test_company_add_takes_an_iana_time_zone():
+    run("company", "add", "globex", "--name", "Globex", "--time-zone", "Europe/Paris")
+    assert Company.objects.get(slug="globex").time_zone == "Europe/Paris"
+
+
 @pytest.mark.django_db
 def test_a_failed_sync_exits_non_zero_with_a_one_line_reason(setting):
     setting.set_client_secret("wrong")

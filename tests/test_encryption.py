@@ -23,8 +23,14 @@ def test_an_old_key_still_decrypts_after_rotation(settings):
 
     settings.LEARNEXA_ENCRYPTION_KEYS = [new]
     assert encryption.decrypt(rotated) == "s3cret-value"
-    with pytest.raises(encryption.SecretUnreadable, match="was a key removed"):
+    with pytest.raises(encryption.SecretUnreadable) as caught:
         encryption.decrypt(token)
+    # What the operator reads (the admin sees it as is): the cause and both ways out.
+    assert str(caught.value) == (
+        "A stored secret was encrypted with a key that is not in LEARNEXA_ENCRYPTION_KEYS. "
+        "Put the old key back (after the newest one), restart, and run `learnexa "
+        "rotate_secrets`; or enter the secret again."
+    )
 
 
 def test_without_a_key_storing_a_secret_says_how_to_make_one(settings, tmp_path):
@@ -34,10 +40,51 @@ def test_without_a_key_storing_a_secret_says_how_to_make_one(settings, tmp_path)
         encryption.encrypt("x")
 
 
-def test_a_malformed_key_is_reported(settings):
-    settings.LEARNEXA_ENCRYPTION_KEYS = ["not-a-key"]
-    with pytest.raises(ImproperlyConfigured, match="not a Fernet key"):
+def test_a_malformed_key_is_reported_by_its_position_never_its_value(settings):
+    good = Fernet.generate_key().decode()
+    settings.LEARNEXA_ENCRYPTION_KEYS = [good, "not-a-key-0123"]
+    with pytest.raises(ImproperlyConfigured) as caught:
         encryption.encrypt("x")
+    message = str(caught.value)
+    assert message.startswith("Key 2 of 2 in LEARNEXA_ENCRYPTION_KEYS is not a Fernet key")
+    assert "Fernet.generate_key()" in message and "\n" not in message
+    assert "not-a-key-0123" not in message and good not in message
+
+
+@pytest.mark.django_db
+def test_rotate_secrets_with_a_malformed_key_says_which_in_one_line(settings):
+    from django.core.management import CommandError, call_command
+
+    settings.LEARNEXA_ENCRYPTION_KEYS = ["not-a-key-0123", Fernet.generate_key().decode()]
+    with pytest.raises(CommandError, match="^Key 1 of 2 in LEARNEXA_ENCRYPTION_KEYS") as caught:
+        call_command("rotate_secrets")
+    assert "\n" not in str(caught.value) and "not-a-key-0123" not in str(caught.value)
+
+
+@pytest.mark.parametrize("command", [["rotate_secrets"], ["worker", "--batch"]])
+def test_a_malformed_key_stops_any_process_at_start_with_one_line(tmp_path, command):
+    """As the operator sees it: the environment is read when the settings load, in the web
+    app, the worker and every command; no traceback, a non-zero exit."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LEARNEXA_", "DJANGO_"))}
+    env["LEARNEXA_DATA_DIR"] = str(tmp_path)
+    env["LEARNEXA_ENCRYPTION_KEYS"] = f"{Fernet.generate_key().decode()},secret-typo-0123"
+    result = subprocess.run(
+        [sys.executable, "-m", "learnexa.cli", *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert result.stderr.startswith(
+        "learnexa: Key 2 of 2 in LEARNEXA_ENCRYPTION_KEYS is not a Fernet key"
+    )
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert "secret-typo-0123" not in result.stderr + result.stdout
 
 
 @pytest.mark.django_db
@@ -65,5 +112,5 @@ def test_rotate_secrets_re_encrypts_every_stored_secret_under_the_newest_key(set
     assert setting.client_secret() == "the-secret"
 
     settings.LEARNEXA_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
-    with pytest.raises(Exception, match="keep the old key"):
+    with pytest.raises(Exception, match="Put the old key back .* Nothing was changed"):
         call_command("rotate_secrets")

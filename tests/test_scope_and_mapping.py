@@ -209,3 +209,21 @@ def test_switching_the_source_resets_the_mapping_and_reconciles(admin_client, se
     setting.refresh_from_db()
     assert setting.source_table == "contacts" and setting.field_mapping == {}
     assert SyncRun.objects.get(company=setting.company).full
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("action", ["preview", "save"])
+def test_a_huge_preview_email_is_refused_in_the_page_before_anything_is_sent(
+    admin_client, setting, simulator, action
+):
+    huge = "a" * 100_000 + "@example.com"
+    simulator.clear_request_log()
+    response = admin_client.post(
+        reverse("dynamics_crm:mapping"), mapping_post(sample_email=huge, action=action)
+    )
+    assert response.status_code == 200
+    assert "an email has at most 254" in response.content.decode()
+    # The business units are still read; no request carries the email.
+    assert all("aaaa" not in str(entry) for entry in simulator.request_log())
+    setting.refresh_from_db()
+    assert setting.field_mapping == {}

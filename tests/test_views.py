@@ -203,6 +203,117 @@ def test_held_deactivations_are_approved_from_the_runs_page(admin_client, settin
     assert run.hold == "approved" and run.hold_decided_by == site_admin
 
 
+def held_run(setting, email="leaver@acme.test"):
+    from learnexa.dynamics_crm.models import SyncChange
+
+    learner = User.objects.create(
+        company=setting.company,
+        email=email,
+        dynamics_systemuser_id="9025bbf4-3430-4d0c-bfcf-16f0bf7fbc80",
+    )
+    run = SyncRun.objects.create(
+        setting=setting,
+        company=setting.company,
+        trigger="manual",
+        status="succeeded",
+        hold="held",
+        held=1,
+    )
+    SyncChange.objects.create(
+        run=run,
+        user=learner,
+        email=learner.email,
+        action="deactivated",
+        pending=True,
+        reason="Deleted in Dynamics.",
+    )
+    return run, learner
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("decision", ["", "Approve", "approve ", "yes", "delete"])
+def test_a_held_decision_other_than_approve_or_reject_changes_nothing(
+    admin_client, setting, decision
+):
+    run, learner = held_run(setting)
+    response = admin_client.post(
+        reverse("dynamics_crm:decide_held", args=[run.pk]), {"decision": decision}
+    )
+    assert response.status_code == 400
+    run.refresh_from_db()
+    learner.refresh_from_db()
+    assert run.hold == "held" and run.hold_decided_by is None and learner.is_active
+    assert run.changes.get().pending
+
+
+@pytest.mark.django_db
+def test_a_decided_hold_cant_be_decided_again(admin_client, setting, site_admin):
+    run, learner = held_run(setting)
+    url = reverse("dynamics_crm:decide_held", args=[run.pk])
+    admin_client.post(url, {"decision": "reject"})
+    run.refresh_from_db()
+    assert run.hold == "rejected"
+
+    # Another admin, on a page loaded before the decision, approves.
+    other = User.objects.create_site_admin(setting.company, "other@acme.test", ADMIN_PASSWORD)
+    other_client = Client()
+    other_client.force_login(other)
+    response = other_client.post(url, {"decision": "approve"}, follow=True)
+    page = response.content.decode()
+    assert "This hold was already rejected by admin@acme.test: nothing changed." in page
+    assert "Approved:" not in page
+    run.refresh_from_db()
+    learner.refresh_from_db()
+    assert run.hold == "rejected" and run.hold_decided_by == site_admin
+    assert learner.is_active and run.deactivated == 0
+
+
+@pytest.mark.django_db
+def test_the_lookup_page_refuses_a_huge_email_before_anything_is_sent(
+    admin_client, setting, simulator
+):
+    simulator.clear_request_log()
+    response = admin_client.post(
+        reverse("dynamics_crm:lookup"), {"email": "a" * 100_000 + "@example.com", "apply": "1"}
+    )
+    assert response.status_code == 200
+    assert "an email has at most 254" in response.content.decode()
+    assert simulator.request_log() == []
+    assert not SyncRun.objects.exists()
+
+
+@pytest.mark.django_db
+def test_moving_to_another_organization_in_the_form_forgets_the_delta_link(
+    admin_client, setting, simulator, connection_form
+):
+    setting.delta_link = f"{setting.organization_uri}/api/data/v9.2/systemusers?$deltatoken=1"
+    setting.delta_fingerprint = "abc"
+    setting.save()
+    info = simulator.info
+    fields = {
+        "tenant_id": info["tenant_id"],
+        "client_id": info["client_id"],
+        "authority_host": info["authority_host"],
+    }
+    # Saving the same organization keeps it.
+    admin_client.post(
+        reverse("dynamics_crm:integration"),
+        connection_form(organization_uri=info["organization_uri"], **fields),
+    )
+    setting.refresh_from_db()
+    assert setting.delta_link and setting.delta_fingerprint == "abc"
+
+    response = admin_client.post(
+        reverse("dynamics_crm:integration"),
+        connection_form(organization_uri="https://contoso.crm.dynamics.com", **fields),
+    )
+    assert response.status_code == 302
+    setting.refresh_from_db()
+    assert setting.organization_uri == "https://contoso.crm.dynamics.com"
+    assert setting.delta_link == "" and setting.delta_fingerprint == ""
+    assert setting.needs_full_sync() == "No earlier sync to continue from."
+
+
 @pytest.mark.django_db
 def test_the_changes_export_as_csv_with_formulas_defused(admin_client, setting):
     from learnexa.dynamics_crm.models import SyncChange

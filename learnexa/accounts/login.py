@@ -3,9 +3,11 @@ address, further attempts are refused for a while, whatever the password."""
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import AuthenticationForm
 from django.utils import timezone
@@ -20,9 +22,21 @@ MAX_PER_ADDRESS = 50
 
 
 def client_ip(request) -> str | None:
-    # REMOTE_ADDR is the proxy's address behind a proxy; Django's SECURE_PROXY_SSL_HEADER
-    # setup doesn't rewrite it, so deployments behind one should pass the real address.
-    return request.META.get("REMOTE_ADDR") or None
+    """The address the sign-in came from. Behind the proxies LEARNEXA_BEHIND_PROXY says are
+    there, REMOTE_ADDR is the nearest proxy's, shared by everyone: the client's is then the
+    address the outermost trusted proxy appended to X-Forwarded-For, the Nth from the right
+    for N proxies (entries left of it are whatever the client sent, so never trusted)."""
+    remote = request.META.get("REMOTE_ADDR") or None
+    proxies = settings.LEARNEXA_TRUSTED_PROXIES if settings.LEARNEXA_BEHIND_PROXY else 0
+    if proxies < 1:
+        return remote
+    forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+    if len(forwarded) < proxies:
+        return remote
+    try:
+        return str(ipaddress.ip_address(forwarded[-proxies]))
+    except ValueError:
+        return remote
 
 
 class ThrottledAuthenticationForm(AuthenticationForm):

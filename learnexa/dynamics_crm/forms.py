@@ -3,12 +3,26 @@ from __future__ import annotations
 from django import forms
 from django.utils import timezone
 
+from . import hosts
 from .credentials import CertificateError, load_certificate
 from .models import DynamicsCrmSetting
 
 CredentialType = DynamicsCrmSetting.CredentialType
 # Largest upload read for a certificate or a key; real ones are a few kilobytes.
 MAX_CERTIFICATE_BYTES = 64 * 1024
+
+
+def forget_delta_if_moved(setting: DynamicsCrmSetting, previous_uri: str) -> None:
+    """Drop the saved delta link when the organization URI changes: it is a URL on the old
+    organization, so continuing from it would fail; the next sync reads everything."""
+    if not setting.pk or not previous_uri:
+        return
+    try:
+        uri = hosts.normalize_organization_uri(setting.organization_uri)
+    except hosts.HostNotAllowed:
+        uri = setting.organization_uri
+    if uri != previous_uri:
+        setting.forget_delta()
 
 
 class ConnectionForm(forms.ModelForm):
@@ -227,6 +241,7 @@ class ConnectionForm(forms.ModelForm):
         if self.certificate_info is not None:
             setting.set_certificate(self.certificate_info)
         if commit:
+            forget_delta_if_moved(setting, self.original_connection[0])
             setting.schedule_next()
             # Only what the form owns: a sync may be updating its own state meanwhile.
             owned = [

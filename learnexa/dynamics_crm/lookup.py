@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.utils import timezone
 
 from .credentials import AuthenticationError
@@ -35,12 +37,32 @@ class Lookup:
     error: str = ""
 
 
+# RFC 5321's limit on a forward path, as Django's EmailField has it.
+EMAIL_MAX_LENGTH = 254
+
+
+def email_problem(email: str) -> str:
+    """Why `email` can't be looked up, or "": checked before any request, since a huge or
+    malformed value would otherwise end up in the URL (httpx refuses over-long URLs)."""
+    email = email.strip()
+    if len(email) > EMAIL_MAX_LENGTH:
+        return f"That email is {len(email):,} characters long; an email has at most {EMAIL_MAX_LENGTH}."
+    try:
+        validate_email(email)
+    except ValidationError:
+        return f"“{email}” is not a valid email address."
+    return ""
+
+
 def email_filter(email: str, column: str = "internalemailaddress") -> str:
     return f"{column} eq '" + email.strip().replace("'", "''") + "'"
 
 
 def lookup_person(setting: DynamicsCrmSetting, email: str, *, apply: bool = False) -> Lookup:
     result = Lookup(email=email)
+    if problem := email_problem(email):
+        result.error = problem
+        return result
     mapping = Mapping.for_setting(setting)
     run = SyncRun(
         setting=setting,

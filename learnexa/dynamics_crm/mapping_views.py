@@ -11,7 +11,7 @@ from learnexa.manage_site.access import site_admin_required
 from .credentials import AuthenticationError
 from .dataverse import DataverseError
 from .jobs import enqueue_sync
-from .lookup import email_filter
+from .lookup import email_filter, email_problem
 from .mapping import SOURCES, SYSTEMUSERS, Mapping, Scope
 from .mapping_forms import FIELD_LABELS, MappingForm, ScopeForm, conditions_text
 from .models import DynamicsCrmSetting, SyncRun
@@ -63,6 +63,8 @@ def mapping_page(request):
     )
     mapping_form = MappingForm(request.POST if posted else None, mapping=current)
     sample_email = request.POST.get("sample_email", "").strip() if posted else ""
+    # Checked before anything is sent: the email goes into the request's URL.
+    email_error = email_problem(sample_email) if sample_email else ""
 
     proposed, error = current, ""
     if posted:
@@ -86,9 +88,12 @@ def mapping_page(request):
                 )
             except ValueError as exc:
                 scope_form.add_error("business_units", str(exc))
-    units, sample, read_error = _dynamics(setting, proposed, sample_email)
+    if email_error:
+        units, sample, read_error = _dynamics(setting, None)
+    else:
+        units, sample, read_error = _dynamics(setting, proposed, sample_email)
     scope_form.fields["business_units"].choices = units
-    error = error or read_error
+    error = email_error or error or read_error
 
     valid = posted and scope_form.is_valid() and mapping_form.is_valid() and not error
     if valid and request.POST.get("action") == "save":

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import csv
+from urllib.parse import urlsplit
 
+from django.conf import settings as django_settings
 from django.contrib import messages
 from django.core.exceptions import ImproperlyConfigured
-from django.http import JsonResponse, StreamingHttpResponse
+from django.db import transaction
+from django.http import HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.csp import CSP
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
@@ -47,7 +51,7 @@ def integration(request):
             return redirect("dynamics_crm:run_detail", run_id=run.pk)
     runs = list(setting.runs.all()[:10]) if setting.pk else []
     held = [run for run in runs if run.hold == SyncRun.Hold.HELD]
-    return render(
+    response = render(
         request,
         "dynamics_crm/integration.html",
         {
@@ -59,6 +63,28 @@ def integration(request):
             "expiries": credentials.expiry_notices(setting) if setting.pk else [],
         },
     )
+    _allow_sign_in_redirect(response, setting)
+    return response
+
+
+def _allow_sign_in_redirect(response, setting: DynamicsCrmSetting) -> None:
+    """The "Sign in with Microsoft" button posts to oauth.start, which redirects to Entra ID,
+    and Chromium checks a post's redirects against form-action too: allow the saved authority
+    host (where oauth.start sends the admin), on this page only."""
+    saved = (
+        DynamicsCrmSetting.objects.filter(
+            pk=setting.pk, credential_type=DynamicsCrmSetting.CredentialType.DELEGATED
+        ).values_list("authority_host", flat=True)
+        if setting.pk
+        else []
+    )
+    for authority_host in saved:
+        authority = urlsplit(authority_host)
+        if authority.scheme == "https" and authority.netloc:
+            response._csp_config = {
+                **django_settings.SECURE_CSP,
+                "form-action": [CSP.SELF, f"https://{authority.netloc}"],
+            }
 
 
 @require_POST
@@ -151,13 +177,34 @@ def run_detail(request, run_id: int):
 @site_admin_required
 def decide_held(request, run_id: int):
     run = _company_run(request, run_id)
-    approve = request.POST.get("decision") == "approve"
-    done = sync.decide_held(run, approve=approve, by=request.user)
+    decision = request.POST.get("decision", "")
+    if decision not in ("approve", "reject"):
+        # Anything but an explicit choice would otherwise count as a rejection.
+        return HttpResponseBadRequest("The decision must be “approve” or “reject”.")
+    approve = decision == "approve"
+    # The run is locked from the check to the decision, so two admins deciding at once
+    # can't both go through: the second one is told what the first decided.
+    with transaction.atomic():
+        run = SyncRun.objects.select_for_update().get(pk=run.pk)
+        if run.hold != SyncRun.Hold.HELD:
+            messages.error(request, _already_decided(run))
+            return redirect("dynamics_crm:run_detail", run_id=run.pk)
+        done = sync.decide_held(run, approve=approve, by=request.user)
     messages.success(
         request,
         f"Approved: {done} users deactivated." if approve else "Rejected: nobody was deactivated.",
     )
     return redirect("dynamics_crm:run_detail", run_id=run.pk)
+
+
+def _already_decided(run: SyncRun) -> str:
+    if run.hold == SyncRun.Hold.NONE:
+        return "This run has no held deactivations to decide on."
+    if run.hold == SyncRun.Hold.SUPERSEDED:
+        return "These held deactivations were superseded by a later full sync: nothing changed."
+    decided = "approved" if run.hold == SyncRun.Hold.APPROVED else "rejected"
+    who = f" by {run.hold_decided_by.email}" if run.hold_decided_by else ""
+    return f"This hold was already {decided}{who}: nothing changed."
 
 
 @site_admin_required

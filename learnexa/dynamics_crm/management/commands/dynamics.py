@@ -5,6 +5,7 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from learnexa.accounts.management.commands._lookup import company_or_error
+from learnexa.dynamics_crm.forms import forget_delta_if_moved
 from learnexa.dynamics_crm.lookup import lookup_person
 from learnexa.dynamics_crm.models import DynamicsCrmSetting, SyncRun
 from learnexa.dynamics_crm.sync import SyncAlreadyRunning, execute_run
@@ -90,6 +91,7 @@ class Command(BaseCommand):
         setting = DynamicsCrmSetting.objects.filter(company=company).first() or DynamicsCrmSetting(
             company=company
         )
+        previous_uri = setting.organization_uri
         setting.organization_uri = organization_uri
         setting.tenant_id = tenant_id
         setting.client_id = client_id
@@ -114,6 +116,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         if not setting.has_client_secret:
             raise CommandError("No client secret is saved yet: pass it with --client-secret-stdin.")
+        # As the settings form does: a delta link from another organization can't be followed.
+        forget_delta_if_moved(setting, previous_uri)
         if setting.next_sync_at is None:
             setting.schedule_next()
         setting.save()

@@ -1,3 +1,4 @@
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
@@ -18,6 +19,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         rotated = 0
         try:
+            # The keys are checked first, so a bad one is reported even with nothing stored.
+            encryption.fernet()
             with transaction.atomic():
                 for setting in DynamicsCrmSetting.objects.select_for_update().only(
                     "pk", *ENCRYPTED_FIELDS
@@ -30,4 +33,7 @@ class Command(BaseCommand):
                         rotated += len(changed)
         except encryption.SecretUnreadable as exc:
             raise CommandError(f"{exc} Nothing was changed.") from exc
+        except ImproperlyConfigured as exc:
+            # A key that is not a Fernet key: say which, in one line.
+            raise CommandError(str(exc)) from exc
         self.stdout.write(f"Re-encrypted {rotated} secret(s) under the newest key.")
