@@ -12,6 +12,7 @@ import html
 from dataclasses import dataclass
 
 import pytest
+from cryptography.fernet import Fernet
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
@@ -268,3 +269,17 @@ def test_an_organization_no_longer_allowed_is_a_recorded_failure(settings, setti
     assert simulator.request_log() == []
     setting.refresh_from_db()
     assert setting.status == DynamicsCrmSetting.Status.ERROR
+
+
+@pytest.mark.django_db
+def test_a_secret_under_a_removed_key_says_which_setting_to_fix(settings, setting, simulator):
+    settings.LEARNEXA_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    run = SyncRun.objects.create(
+        setting=setting, company=setting.company, trigger=SyncRun.Trigger.SCHEDULE
+    )
+
+    execute_run(run)
+
+    assert run.status == SyncRun.Status.FAILED
+    assert "LEARNEXA_ENCRYPTION_KEYS" in run.error and "unexpected" not in run.error
+    assert credentials_sent(simulator) == []
