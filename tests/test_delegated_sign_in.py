@@ -147,7 +147,6 @@ def test_an_expired_refresh_token_fails_the_run_with_sign_in_advice(
     assert "AADSTS700082" in run.error
 
 
-
 @pytest.mark.django_db
 def test_a_signed_in_person_disabled_in_entra_fails_the_run_with_sign_in_advice(
     admin_client, delegated, simulator, browser
@@ -182,6 +181,7 @@ def test_signing_in_while_entra_id_fails_says_why_on_the_page(
     assert response.status_code == 302
     page = html.unescape(admin_client.get(response["Location"]).content.decode())
     assert "Signing in with Microsoft couldn't start" in page and text in page
+
 
 def assert_refused(response, client, text: str, setting) -> None:
     assert response.status_code == 302

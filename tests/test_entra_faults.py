@@ -46,9 +46,7 @@ FAULTS = {
     "reset once": Fault((entra("reset", count=1),)),
     "slow answer": Fault((entra("slow", count=1, seconds=0.3),)),
     "answer too slow": Fault((entra("slow", seconds=1.5),), "no answer in time", retryable=True),
-    "HTTP 503": Fault(
-        (entra("status", status=503),), "kept failing with HTTP 503", retryable=True
-    ),
+    "HTTP 503": Fault((entra("status", status=503),), "kept failing with HTTP 503", retryable=True),
     "HTTP 500 once": Fault((entra("status", status=500, count=1),)),
     "HTTP 429 once": Fault((entra("status", status=429, retry_after=1, count=1),)),
     "HTTP 429 storm": Fault(
@@ -89,6 +87,13 @@ def inject(simulator, fault: Fault) -> None:
 def text(response) -> str:
     assert response.status_code == 200, response.status_code
     return html.unescape(response.content.decode())
+
+
+def assert_page_says(fault: Fault, response) -> None:
+    """The page answers 200 and, while the fault lasts, shows its message."""
+    page = text(response)
+    if fault.message and fault.faults[0]["count"] == MANY:
+        assert fault.message in page
 
 
 def assert_outcome(fault: Fault, error: str) -> None:
@@ -150,9 +155,7 @@ def test_test_connection(name, setting, simulator, admin_client):
     assert_outcome(fault, failed[0].detail if failed else "")
     if failed:
         assert failed[0].name == "Sign in to Entra ID"
-    page = text(admin_client.post(reverse("dynamics_crm:test_connection")))
-    if fault.message and fault.faults[0]["count"] == MANY:
-        assert fault.message in page
+    assert_page_says(fault, admin_client.post(reverse("dynamics_crm:test_connection")))
 
 
 @pytest.mark.django_db
@@ -168,9 +171,7 @@ def test_look_up_one_person(name, setting, simulator, admin_client):
     assert_outcome(fault, result.error)
     if fault.message is None:
         assert len(result.records) == 1
-    page = text(admin_client.post(reverse("dynamics_crm:lookup"), {"email": email}))
-    if fault.message and fault.faults[0]["count"] == MANY:
-        assert fault.message in page
+    assert_page_says(fault, admin_client.post(reverse("dynamics_crm:lookup"), {"email": email}))
 
 
 @pytest.mark.django_db
@@ -184,9 +185,7 @@ def test_the_mapping_preview(name, setting, simulator, admin_client):
     assert_outcome(fault, error)
     if fault.message is None:
         assert units and sample
-    page = text(admin_client.get(reverse("dynamics_crm:mapping")))
-    if fault.message and fault.faults[0]["count"] == MANY:
-        assert fault.message in page
+    assert_page_says(fault, admin_client.get(reverse("dynamics_crm:mapping")))
 
 
 # -- where the secret goes ----------------------------------------------------------------

@@ -168,29 +168,7 @@ def test_sync_dry_run_and_full_resync_buttons_queue_the_right_runs(admin_client,
 
 @pytest.mark.django_db
 def test_held_deactivations_are_approved_from_the_runs_page(admin_client, setting, site_admin):
-    from learnexa.dynamics_crm.models import SyncChange
-
-    learner = User.objects.create(
-        company=setting.company,
-        email="leaver@acme.test",
-        dynamics_systemuser_id="9025bbf4-3430-4d0c-bfcf-16f0bf7fbc80",
-    )
-    run = SyncRun.objects.create(
-        setting=setting,
-        company=setting.company,
-        trigger="manual",
-        status="succeeded",
-        hold="held",
-        held=1,
-    )
-    SyncChange.objects.create(
-        run=run,
-        user=learner,
-        email=learner.email,
-        action="deactivated",
-        pending=True,
-        reason="Deleted in Dynamics.",
-    )
+    run, learner = held_run(setting)
 
     page = admin_client.get(reverse("dynamics_crm:run_detail", args=[run.pk])).content.decode()
     assert "1 deactivations are held" in page and "leaver@acme.test" in page
