@@ -21,6 +21,21 @@ JSON bodies):
   GET    /_control/users/<id>              the full record
   PATCH  /_control/users/<id>              change columns (bumps versionnumber, modifiedon)
   POST   /_control/users/<id>/disable      isdisabled = true (also /enable)
+  POST   /_control/users/<id>/entra        the person's account in the Entra tenant, apart
+                                           from Dynamics: {"account": "enabled"|"disabled"|
+                                           "unknown"} (unknown = no longer in the tenant)
+                                           -> 200 {"systemuserid": "...", "account": "..."}
+                                           (GET: the current state; 404 for an unknown id;
+                                           reset makes every account enabled again).
+                                           authorize with that person's login_hint redirects
+                                           back with error=access_denied, state kept, and
+                                           error_description "AADSTS50057: The user account
+                                           is disabled. Trace ID: ..." or "AADSTS50034: The
+                                           user account <hint> does not exist in the <tenant
+                                           domain> directory. To sign into this application,
+                                           the account must be added to the directory. ...";
+                                           the token endpoint refuses their codes and refresh
+                                           tokens: 400 invalid_grant AADSTS50057 / AADSTS50034
   DELETE /_control/users/<id>              delete (reported by change tracking)
   PUT    /_control/privileges              {"table": "systemuser", "read": false}: the
                                            application user loses Read on the table (403)
@@ -57,6 +72,14 @@ JSON bodies):
                                            {"kind": "user_disabled"}  (authorization_code and
                                             refresh_token grants: 400 invalid_grant
                                             AADSTS50057)
+                                           {"kind": "id_token", "claims": {"iss": "...",
+                                            "nonce": null, ...}, "signature": "foreign",
+                                            "times": N}  (authorization_code grants only: the
+                                            next N ID tokens carry these claims over the real
+                                            ones, null removes a claim; "signature": "foreign"
+                                            signs with a key that is not in the JWKS, same
+                                            kid; "times" = "count"; claims or signature is
+                                            required, other fields are refused with 400)
                                            connection level: the next "count" new TCP
                                            connections, whatever they are for ("target" and
                                            "path_contains" are ignored; nothing is logged):

@@ -7,6 +7,10 @@ Supported grants:
 * ``authorization_code`` with PKCE (S256 or plain) after ``GET /{tenant}/oauth2/v2.0/authorize``;
 * ``refresh_token`` for tokens issued by the authorization-code grant.
 
+Each person (a ``systemuser``) also has an account in the tenant, apart from Dynamics:
+``enabled`` (the default), ``disabled`` (AADSTS50057) or ``unknown`` (no longer in the
+tenant: AADSTS50034), set with ``Entra.set_account``.
+
 Errors follow Entra's shape: ``error``, ``error_description`` starting with the AADSTS code
 (followed by trace/correlation ids and a timestamp), ``error_codes``, ``timestamp``,
 ``trace_id``, ``correlation_id`` and ``error_uri``.
@@ -32,6 +36,7 @@ from urllib.parse import unquote_plus, urlencode
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import jwt
 from .certs import KeyMaterial
@@ -40,6 +45,8 @@ from .http_util import Response, json_response
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 APP_NAME = "Learnexa"  # the app registration's display name (its application user in data.py)
+# A person's account in the tenant: "enabled" is the default and is not stored.
+ACCOUNT_STATES = ("enabled", "disabled", "unknown")
 
 
 class AuthFailure(Exception):
@@ -115,6 +122,8 @@ class Entra:
         self._refresh: dict[str, RefreshGrant] = {}
         self._verified: dict[str, dict[str, Any]] = {}
         self._public_key = keys.signing_key.public_key()
+        self._accounts: dict[str, str] = {}  # systemuserid -> "disabled" | "unknown"
+        self._foreign_key: rsa.RSAPrivateKey | None = None  # signs tampered ID tokens
 
     # ------------------------------------------------------------------ config
     @property
@@ -163,6 +172,25 @@ class Entra:
             self._codes.clear()
             self._refresh.clear()
             self._verified.clear()
+            self._accounts.clear()
+
+    # ------------------------------------------------------------------ people's accounts
+    def set_account(self, user_id: str, account: str) -> str:
+        """Set a person's account in the tenant: ``enabled``, ``disabled`` (sign-ins and
+        their tokens are refused with AADSTS50057) or ``unknown`` (the person is no longer in
+        the tenant: AADSTS50034)."""
+        if account not in ACCOUNT_STATES:
+            raise ValueError(f"account must be one of {list(ACCOUNT_STATES)}, not {account!r}")
+        with self.lock:
+            if account == "enabled":
+                self._accounts.pop(user_id.lower(), None)
+            else:
+                self._accounts[user_id.lower()] = account
+        return account
+
+    def account(self, user_id: str) -> str:
+        with self.lock:
+            return self._accounts.get(user_id.lower(), "enabled")
 
     def expire_tokens(self) -> None:
         """Make every token issued so far invalid (as if they all expired now)."""
@@ -247,10 +275,7 @@ class Entra:
         stamp = now.strftime("%Y-%m-%d %H:%M:%SZ")
         trace_id = str(uuid.uuid4())
         correlation_id = str(uuid.uuid4())
-        description = (
-            f"AADSTS{code}: {message} Trace ID: {trace_id} Correlation ID: {correlation_id} "
-            f"Timestamp: {now.strftime('%Y-%m-%d %H:%M:%S')}Z"
-        )
+        description = f"AADSTS{code}: {message} " + _trace(trace_id, correlation_id, now)
         body = {
             "error": error,
             "error_description": description,
@@ -294,6 +319,17 @@ class Entra:
 
     def user_disabled(self) -> Response:
         return self.error(400, "invalid_grant", 50057, "The user account is disabled.")
+
+    def user_unknown(self, name: str) -> Response:
+        """The token endpoint's answer for a person no longer in the tenant."""
+        return self.error(400, "invalid_grant", 50034, self._not_in_directory(name))
+
+    def _not_in_directory(self, name: str) -> str:
+        return (
+            f"The user account {name} does not exist in the {self.tenant.tenant_domain} "
+            "directory. To sign into this application, the account must be added to the "
+            "directory."
+        )
 
     def unavailable(self, status: int) -> Response:
         """An injected outage or throttling answer in Entra's shape (the codes are the ones
@@ -674,7 +710,21 @@ class Entra:
         if isinstance(checked, Response):
             body = json.loads(checked.body)
             return self._redirect_raw(redirect_uri, state, body["error"], body["error_description"])
-        user = self._pick_user(params.get("login_hint"))
+        response_mode = params.get("response_mode")
+        hint = params.get("login_hint") or None
+        verdict, user = self._sign_in_target(hint)
+        if verdict == "disabled":
+            return self._redirect_traced(
+                redirect_uri,
+                state,
+                response_mode,
+                50057,
+                "The user account is disabled.",
+            )
+        if verdict == "unknown":
+            return self._redirect_traced(
+                redirect_uri, state, response_mode, 50034, self._not_in_directory(hint or "")
+            )
         if user is None:
             return self._redirect_error(
                 redirect_uri,
@@ -682,6 +732,7 @@ class Entra:
                 "access_denied",
                 50034,
                 "The user account does not exist in the directory.",
+                response_mode,
             )
         code = secrets.token_urlsafe(48)
         with self.lock:
@@ -699,7 +750,7 @@ class Entra:
         if state is not None:
             query["state"] = state
         query["session_state"] = str(uuid.uuid4())
-        if params.get("response_mode") == "form_post":
+        if response_mode == "form_post":
             return _form_post(redirect_uri, query)
         sep = "&" if "?" in redirect_uri else "?"
         resp = Response(302, b"")
@@ -714,34 +765,82 @@ class Entra:
         )
         return Response(400, html.encode(), content_type="text/html; charset=utf-8")
 
-    def _redirect_error(self, redirect_uri, state, error, code, message) -> Response:
-        return self._redirect_raw(redirect_uri, state, error, f"AADSTS{code}: {message}")
+    def _redirect_error(
+        self, redirect_uri, state, error, code, message, response_mode=None
+    ) -> Response:
+        return self._redirect_raw(
+            redirect_uri, state, error, f"AADSTS{code}: {message}", response_mode
+        )
 
-    def _redirect_raw(self, redirect_uri, state, error, description) -> Response:
+    def _redirect_traced(self, redirect_uri, state, response_mode, code, message) -> Response:
+        """A sign-in refused for the person (``access_denied``), described the way Entra
+        describes it on the redirect: the AADSTS text, then trace and correlation ids and a
+        timestamp, plus ``error_uri``."""
+        now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        description = f"AADSTS{code}: {message} " + _trace(
+            str(uuid.uuid4()), str(uuid.uuid4()), now
+        )
+        return self._redirect_raw(
+            redirect_uri,
+            state,
+            "access_denied",
+            description,
+            response_mode,
+            error_uri=f"{self.base_url}/error?code={code}",
+        )
+
+    def _redirect_raw(
+        self, redirect_uri, state, error, description, response_mode=None, error_uri=None
+    ) -> Response:
         query = {"error": error, "error_description": description}
+        if error_uri is not None:
+            query["error_uri"] = error_uri
         if state is not None:
             query["state"] = state
+        if response_mode == "form_post":
+            return _form_post(redirect_uri, query)
         sep = "&" if "?" in redirect_uri else "?"
         resp = Response(302, b"")
         resp.header("Location", redirect_uri + sep + urlencode(query))
         return resp
 
     def _pick_user(self, hint: str | None) -> dict | None:
+        """The person who signs in for ``login_hint`` (or the first one with an email when
+        there is no hint), or None."""
+        verdict, user = self._sign_in_target(hint)
+        return user if verdict == "ok" else None
+
+    def _sign_in_target(self, hint: str | None) -> tuple[str, dict | None]:
+        """Who a sign-in with this ``login_hint`` reaches: ``("ok", user)``;
+        ``("disabled", user)`` or ``("unknown", user)`` when the only people matching the hint
+        have that account state in the tenant (the first of them); ``("nobody", None)``
+        otherwise.  Application users and support/delegated-admin users are passed over, and
+        so are people disabled in Dynamics (``isdisabled``) whose tenant account is enabled:
+        a tenant account set to disabled or unknown decides first."""
+        wanted = hint.lower() if hint else None
+        blocked: tuple[str, dict] | None = None
         for user in self.store.users():
-            if user.get("applicationid") or user.get("isdisabled"):
+            if user.get("applicationid") or user.get("accessmode") not in (0, 1, 2):
                 continue
-            if user.get("accessmode") not in (0, 1, 2):
+            account = self.account(user["systemuserid"])
+            if wanted is None:
+                if account == "enabled" and not user.get("isdisabled"):
+                    if user.get("internalemailaddress"):
+                        return "ok", user
                 continue
-            if hint is None:
-                if user.get("internalemailaddress"):
-                    return user
+            names = {
+                (user.get(column) or "").lower()
+                for column in ("domainname", "internalemailaddress")
+            }
+            if wanted not in names:
                 continue
-            if hint.lower() in (
-                (user.get("domainname") or "").lower(),
-                (user.get("internalemailaddress") or "").lower(),
-            ):
-                return user
-        return None
+            if account != "enabled":
+                blocked = blocked or (account, user)
+                continue
+            if user.get("isdisabled"):
+                continue
+            return "ok", user
+        return blocked or ("nobody", None)
 
     def _authorization_code(self, form: dict[str, str]) -> Response:
         code = form.get("code", "")
@@ -806,28 +905,22 @@ class Entra:
         if isinstance(checked, Response):
             return checked
         user = self.store.get_user(user_id)
-        if user is None or user.get("isdisabled"):
+        if user is None:
+            return self.user_disabled()
+        account = self.account(user_id)
+        if account == "disabled":
+            return self.user_disabled()
+        if account == "unknown":
+            return self.user_unknown(
+                user.get("domainname") or user.get("internalemailaddress") or user_id
+            )
+        if user.get("isdisabled"):
             return self.user_disabled()
         oid = user.get("azureactivedirectoryobjectid") or user_id
         token, lifetime = self._access_token(oid=oid, scope_claim="user_impersonation", user=user)
-        now = int(self.clock())
-        id_claims = {
-            "aud": self.tenant.client_id,
-            "iss": self.issuer(),
-            "iat": now,
-            "nbf": now,
-            "exp": now + 3600,
-            "name": user.get("fullname"),
-            "oid": oid,
-            "preferred_username": user.get("domainname"),
-            "email": user.get("internalemailaddress"),
-            "sub": hashlib.sha256(oid.encode()).hexdigest()[:43],
-            "tid": self.tenant.tenant_id,
-            "ver": "2.0",
-        }
-        if nonce is not None:
-            id_claims["nonce"] = nonce
-        id_token = jwt.encode(id_claims, self.keys.signing_key, self.keys.signing_kid)
+        id_token = jwt.encode(
+            self._id_claims(user, oid, nonce), self.keys.signing_key, self.keys.signing_kid
+        )
         refresh = secrets.token_urlsafe(64)
         with self.lock:
             self._refresh[refresh] = RefreshGrant(
@@ -853,6 +946,66 @@ class Entra:
                 "client_info": client_info,
             },
         )
+
+    def _id_claims(self, user: dict[str, Any], oid: str, nonce: str | None) -> dict[str, Any]:
+        """A v2.0 ID token's claims, as Entra issues them to this app for this person.
+        Claims the person has no value for are left out (never null); ``nonce`` is the
+        authorize request's, as sent (none on a refresh)."""
+        now = int(self.clock())
+        client_id = self.tenant.client_id
+        tid = self.tenant.tenant_id
+        # sub is pairwise: the same person has another sub in every app registration
+        sub = jwt.b64url(hashlib.sha256(f"{client_id}:{tid}:{oid}".encode()).digest())
+        claims: dict[str, Any] = {
+            "aud": client_id,
+            "iss": self.issuer(),
+            "iat": now,
+            "nbf": now,
+            "exp": now + 3600,
+            "name": user.get("fullname") or None,
+            "oid": oid,
+            "preferred_username": user.get("domainname")
+            or user.get("internalemailaddress")
+            or None,
+            "email": user.get("internalemailaddress") or None,
+            "sub": sub,
+            "tid": tid,
+            "uti": secrets.token_urlsafe(16),
+            "ver": "2.0",
+        }
+        if nonce is not None:
+            claims["nonce"] = nonce
+        return {k: v for k, v in claims.items() if v is not None}
+
+    def tamper_id_token(
+        self, resp: Response, claims: dict[str, Any], signature: str | None
+    ) -> Response:
+        """The ``id_token`` fault: the token response with its ID token's claims overridden
+        by ``claims`` (a None value removes the claim), signed again with the tenant's key or,
+        for ``signature="foreign"``, with a key that is not in the JWKS (same ``kid``)."""
+        if resp.status != 200:
+            return resp
+        try:
+            body = json.loads(resp.body)
+        except ValueError:
+            return resp
+        token = body.get("id_token") if isinstance(body, dict) else None
+        if not isinstance(token, str):
+            return resp
+        _, real, _, _ = jwt.decode_unverified(token)
+        real.update(claims)
+        tampered = {k: v for k, v in real.items() if v is not None}
+        key = self._foreign_signing_key() if signature == "foreign" else self.keys.signing_key
+        body["id_token"] = jwt.encode(tampered, key, self.keys.signing_kid)
+        new = json_response(resp.status, body, resp.content_type or "application/json")
+        new.headers = list(resp.headers)
+        return new
+
+    def _foreign_signing_key(self) -> rsa.RSAPrivateKey:
+        with self.lock:
+            if self._foreign_key is None:
+                self._foreign_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            return self._foreign_key
 
     # ------------------------------------------------------------------ validation
     def validate(self, authorization: str | None) -> dict[str, Any]:
@@ -895,6 +1048,13 @@ class Entra:
         if isinstance(nbf, (int, float)) and nbf > now + 300:
             raise AuthFailure("invalid", "The access token is not yet valid.")
         return claims
+
+
+def _trace(trace_id: str, correlation_id: str, now: dt.datetime) -> str:
+    return (
+        f"Trace ID: {trace_id} Correlation ID: {correlation_id} "
+        f"Timestamp: {now.strftime('%Y-%m-%d %H:%M:%S')}Z"
+    )
 
 
 def _thumbprint_hex(value: str) -> str:

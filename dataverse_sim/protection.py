@@ -154,11 +154,22 @@ FAULT_KINDS = {
     "tenant_not_found",
     "app_disabled",
     "user_disabled",
+    "id_token",
     "refuse",
     "untrusted_certificate",
 }
 # Kinds that only make sense for the Entra endpoints: they default to target "entra".
-ENTRA_ONLY_KINDS = {"discovery_elsewhere", "tenant_not_found", "app_disabled", "user_disabled"}
+ENTRA_ONLY_KINDS = {
+    "discovery_elsewhere",
+    "tenant_not_found",
+    "app_disabled",
+    "user_disabled",
+    "id_token",
+}
+# The fields an "id_token" fault accepts (anything else is refused, so a typo in a claim
+# override's envelope cannot pass silently).
+ID_TOKEN_FIELDS = {"kind", "count", "times", "target", "path_contains", "claims", "signature"}
+SIGNATURES = {"foreign"}
 # Kinds applied when a TCP connection is accepted, before any request (and whatever it is
 # for): "target" and "path_contains" mean nothing there.
 CONNECTION_KINDS = {"refuse", "untrusted_certificate"}
@@ -177,15 +188,16 @@ class Fault:
     target: str = "webapi"  # webapi, entra, or connection (for CONNECTION_KINDS)
     location: str | None = None  # redirect: None = the simulator under the name localhost
     token_endpoint: str | None = None  # discovery_elsewhere: None = the same, via localhost
+    claims: dict[str, Any] | None = None  # id_token: claim overrides (None removes a claim)
+    signature: str | None = None  # id_token: "foreign" = signed by a key not in the JWKS
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Fault:
         kind = data.get("kind")
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
-        count = _int(data.get("count", 1), "count")
-        if count < 1:
-            raise ValueError("count must be at least 1")
+        count = _count(data)
+        claims, signature = _id_token_options(kind, data)
         retry_after = data.get("retry_after")
         return cls(
             kind=kind,
@@ -197,10 +209,12 @@ class Fault:
             target=_target(kind, data.get("target")),
             location=_optional_str(data, "location"),
             token_endpoint=_optional_str(data, "token_endpoint"),
+            claims=claims,
+            signature=signature,
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        result = {
             "kind": self.kind,
             "count": self.count,
             "status": self.status,
@@ -211,6 +225,51 @@ class Fault:
             "location": self.location,
             "token_endpoint": self.token_endpoint,
         }
+        if self.kind == "id_token":
+            result.update(claims=self.claims, signature=self.signature)
+        return result
+
+
+def _count(data: dict[str, Any]) -> int:
+    """``count``, or its synonym ``times`` (1 when neither is given)."""
+    count, times = data.get("count"), data.get("times")
+    if count is not None and times is not None and count != times:
+        raise ValueError("give count or times (the same thing), not both")
+    name = "count" if times is None else "times"
+    raw = count if times is None else times
+    value = 1 if raw is None else _int(raw, name)
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1")
+    return value
+
+
+def _id_token_options(kind: str, data: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """Check an ``id_token`` fault's fields; other kinds must not carry them."""
+    if kind != "id_token":
+        for name in ("claims", "signature"):
+            if data.get(name) is not None:
+                raise ValueError(f"{name} applies to fault kind 'id_token' only")
+        return None, None
+    unknown = sorted(set(data) - ID_TOKEN_FIELDS)
+    if unknown:
+        raise ValueError(
+            f"unknown field(s) {unknown} for fault kind 'id_token'; expected some of "
+            f"{sorted(ID_TOKEN_FIELDS)}"
+        )
+    claims = data.get("claims")
+    if claims is not None and not isinstance(claims, dict):
+        raise ValueError(
+            'claims must be a JSON object of claim names to values, e.g. {"iss": "..."} '
+            "(null removes a claim)"
+        )
+    if claims is not None and not all(isinstance(k, str) and k for k in claims):
+        raise ValueError("claim names must be non-empty strings")
+    signature = data.get("signature")
+    if signature is not None and not (isinstance(signature, str) and signature in SIGNATURES):
+        raise ValueError(f"signature must be {sorted(SIGNATURES)} (or absent), not {signature!r}")
+    if not claims and signature is None:
+        raise ValueError('an id_token fault needs claims to change or "signature": "foreign"')
+    return dict(claims or {}), signature
 
 
 def _int(value: Any, name: str) -> int:

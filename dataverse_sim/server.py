@@ -455,6 +455,25 @@ class Simulator:
     def get_user(self, user_id: str) -> dict[str, Any] | None:
         return self.store.get_user(user_id)
 
+    def set_entra_account(self, user_id: str, account: str) -> dict[str, str]:
+        """Set a person's account in the Entra tenant, apart from Dynamics' ``isdisabled``:
+        ``"enabled"`` (the default), ``"disabled"`` (sign-ins answer AADSTS50057, their codes
+        and refresh tokens are refused) or ``"unknown"`` (the person no longer exists in the
+        tenant: AADSTS50034).  ``reset()`` makes every account enabled again."""
+        user_id = user_id.lower()
+        if self.store.get_user(user_id) is None:
+            raise KeyError(user_id)
+        return {
+            "systemuserid": user_id,
+            "account": self._require_entra().set_account(user_id, account),
+        }
+
+    def entra_account(self, user_id: str) -> dict[str, str]:
+        user_id = user_id.lower()
+        if self.store.get_user(user_id) is None:
+            raise KeyError(user_id)
+        return {"systemuserid": user_id, "account": self._require_entra().account(user_id)}
+
     def set_limits(
         self,
         requests: int | None = None,
@@ -482,13 +501,16 @@ class Simulator:
             raise ValueError(f"No table named {logical_name!r}.")
         (self.webapi.read_denied.discard if allowed else self.webapi.read_denied.add)(logical_name)
 
-    def inject_fault(self, kind: str, count: int = 1, **options: Any) -> dict[str, Any]:
-        """Make the next ``count`` matching requests fail; see ``Fault`` for options (status,
-        retry_after, seconds, path_contains, target "webapi" or "entra", location,
-        token_endpoint).  ``refuse`` and ``untrusted_certificate`` apply to the next ``count``
+    def inject_fault(self, kind: str, count: int | None = None, **options: Any) -> dict[str, Any]:
+        """Make the next ``count`` (default 1; ``times`` is a synonym) matching requests fail;
+        see ``Fault`` for options (status, retry_after, seconds, path_contains, target
+        "webapi" or "entra", location, token_endpoint; claims and signature for
+        ``id_token``).  ``refuse`` and ``untrusted_certificate`` apply to the next ``count``
         new TCP connections instead, whatever they are for.  A huge ``count`` lasts until
         ``clear_faults``."""
-        fault = Fault.from_dict({"kind": kind, "count": count, **options})
+        if count is not None:
+            options["count"] = count
+        fault = Fault.from_dict({"kind": kind, **options})
         if fault.kind == "untrusted_certificate":
             self._untrusted_tls()  # make the certificate now, not during a handshake
         self.faults.add(fault)
@@ -631,6 +653,8 @@ class Simulator:
         resp = self._entra_fault_response(h, fault, parts[0], endpoint, form)
         if resp is None:  # slow, truncated, malformed: the real answer, late or damaged
             resp = self._handle_entra(h, path, query, form)
+        if fault.kind == "id_token":  # the real answer with another ID token in it
+            resp = self._require_entra().tamper_id_token(resp, fault.claims or {}, fault.signature)
         self._send_faulted(h, fault, resp, log)
 
     def _entra_fault_response(
@@ -874,6 +898,16 @@ class Simulator:
                 if method == "DELETE":
                     self.delete_user(uid)
                     return Response(204)
+            if parts[2:] == ["entra"]:
+                if method == "POST":
+                    unknown = sorted(set(data) - {"account"})
+                    if unknown:
+                        raise ValueError(f"unknown fields {unknown}; expected only 'account'")
+                    if "account" not in data:
+                        raise ValueError('account is required: "enabled", "disabled" or "unknown"')
+                    return json_response(200, self.set_entra_account(uid, data["account"]))
+                if method == "GET":
+                    return json_response(200, self.entra_account(uid))
             if parts[2:] == ["disable"] and method == "POST":
                 return json_response(200, self.disable_user(uid))
             if parts[2:] == ["enable"] and method == "POST":
@@ -973,6 +1007,8 @@ def _fault_fits(fault: Fault, endpoint: str, form: dict[str, str]) -> bool:
             "authorization_code",
             "refresh_token",
         )
+    if fault.kind == "id_token":  # the ID token of a sign-in, not of a refresh
+        return endpoint == "token" and form.get("grant_type") == "authorization_code"
     return True
 
 
