@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.db import models
+from django.db.models import F
 from django.db.models.functions import Collate, Lower
+from django.utils.crypto import salted_hmac
 
 
 class CaseFolded(Lower):
@@ -90,6 +92,11 @@ class User(AbstractBaseUser):
     # Set when a sync deactivated the user, so that a sync only ever reactivates the users
     # it deactivated itself and never undoes an admin's own suspension.
     deactivated_by_sync_at = models.DateTimeField(null=True, blank=True)
+    # Raised each time the user loses access: every session and every invitation link made
+    # before then stops working, and stays stopped if the user is reactivated.
+    sign_in_epoch = models.PositiveIntegerField(default=0)
+    # When the last invitation (a link to set a password) was emailed, to space them out.
+    invitation_sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -135,6 +142,30 @@ class User(AbstractBaseUser):
     def full_name(self) -> str:
         return f"{self.first_name} {self.last_name}".strip()
 
+    def _get_session_auth_hash(self, secret=None):
+        # Django signs each session with a hash of the password; the epoch joins it, so that
+        # raising the epoch ends every session of the user at their next request.
+        if not self.sign_in_epoch:
+            return super()._get_session_auth_hash(secret)
+        return salted_hmac(
+            "learnexa.accounts.User.session",
+            f"{self.password}|{self.sign_in_epoch}",
+            secret=secret,
+            algorithm="sha256",
+        ).hexdigest()
+
+    def set_active(self, active: bool) -> None:
+        """An admin's own suspension or reactivation. Suspending ends the user's sessions
+        and voids their invitation links; the sync never undoes it."""
+        self.is_active = active
+        self.deactivated_by_sync_at = None
+        fields = ["is_active", "deactivated_by_sync_at", "updated_at"]
+        if not active:
+            self.sign_in_epoch = F("sign_in_epoch") + 1
+            fields.append("sign_in_epoch")
+        self.save(update_fields=fields)
+        self.refresh_from_db(fields=["sign_in_epoch"])
+
 
 class FailedLogin(models.Model):
     """A failed sign-in, kept briefly to slow down password guessing across every web
@@ -146,6 +177,21 @@ class FailedLogin(models.Model):
 
     class Meta:
         db_table = "failed_logins"
+
+    def __str__(self) -> str:
+        return f"{self.email} from {self.ip} at {self.at:%Y-%m-%d %H:%M}"
+
+
+class LinkRequest(models.Model):
+    """A request, from the public sign-in pages, to email a link to set a password; kept for
+    an hour to limit them per email and per address across every web process."""
+
+    email = models.CharField(max_length=254, db_index=True)
+    ip = models.GenericIPAddressField(null=True, db_index=True)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        db_table = "link_requests"
 
     def __str__(self) -> str:
         return f"{self.email} from {self.ip} at {self.at:%Y-%m-%d %H:%M}"

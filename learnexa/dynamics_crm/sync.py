@@ -789,7 +789,13 @@ def apply_deactivations(changes) -> int:
     for start in range(0, len(user_ids), 500):
         done += User.objects.filter(
             pk__in=user_ids[start : start + 500], is_active=True, is_site_admin=False
-        ).update(is_active=False, deactivated_by_sync_at=now, updated_at=now)
+        ).update(
+            is_active=False,
+            deactivated_by_sync_at=now,
+            updated_at=now,
+            # Ends their sessions and voids their invitation links at once.
+            sign_in_epoch=F("sign_in_epoch") + 1,
+        )
     changes.update(pending=False)
     return done
 
