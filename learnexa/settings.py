@@ -72,6 +72,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "django.template.context_processors.csp",
                 "learnexa.manage_site.context_processors.site_banners",
+                "learnexa.accounts.invitations.context",
             ],
         },
     },
@@ -94,7 +95,8 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "manage_site:dashboard"
+# A learner's own page; it sends site admins on to the Manage site.
+LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -168,6 +170,20 @@ if MAILERS["default"]["BACKEND"].endswith("smtp.EmailBackend"):
         "use_tls": envbool("LEARNEXA_SMTP_TLS", "true"),
     }
 DEFAULT_FROM_EMAIL = os.environ.get("LEARNEXA_FROM_EMAIL", "Learnexa <noreply@learnexa.local>")
+
+# --- Invitations (links by email to set a password) ---------------------------------------
+
+# Where the site is reached, for links in emails sent outside a request (the sync's welcome
+# emails); a request's own address is used when there is one.
+LEARNEXA_BASE_URL = os.environ.get("LEARNEXA_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+# How long an emailed link to set a password works; once used, it works no more.
+LEARNEXA_INVITATION_DAYS = int(os.environ.get("LEARNEXA_INVITATION_DAYS", "7"))
+PASSWORD_RESET_TIMEOUT = LEARNEXA_INVITATION_DAYS * 24 * 3600
+# A person is sent at most one link in this long, however often it is asked for (an admin's
+# "Send the invitation again" is not held back).
+LEARNEXA_INVITATION_RESEND_SECONDS = int(
+    os.environ.get("LEARNEXA_INVITATION_RESEND_SECONDS", "300")
+)
 
 # --- Dynamics 365 integration -------------------------------------------------------------
 

@@ -1,13 +1,20 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from django.views.generic import RedirectView
 
+from learnexa.accounts import views as account_views
 from learnexa.accounts.login import LoginView
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="manage_site:dashboard"), name="home"),
+    path("", account_views.home, name="home"),
     path("login/", LoginView.as_view(), name="login"),
+    path("login/link/", account_views.login_link, name="login_link"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("password/", account_views.PasswordChangeView.as_view(), name="password_change"),
+    path(
+        "invitation/<uidb64>/<token>/",
+        account_views.AcceptInvitationView.as_view(),
+        name="accept_invitation",
+    ),
     path("manage/", include("learnexa.manage_site.urls")),
     path("dynamics_crm/", include("learnexa.dynamics_crm.urls")),
 ]

@@ -19,6 +19,15 @@ def _test_settings(settings):
     settings.LEARNEXA_DYNAMICS_BACKOFF_SECONDS = 0.01
 
 
+@pytest.fixture(autouse=True)
+def _links_sent_at_once(monkeypatch):
+    """Links to set a password are emailed by a worker; here, at once, so that a test reads
+    them in mail.outbox (test_invitations.py checks the worker's way)."""
+    from learnexa.accounts import invitations
+
+    monkeypatch.setattr(invitations, "deliver", invitations.email_links.call)
+
+
 @pytest.fixture(scope="session")
 def simulator_state(tmp_path_factory):
     # One CA for the whole session; each test gets a fresh organization.
@@ -52,6 +61,19 @@ def make_simulator(simulator_state, settings):
 @pytest.fixture
 def simulator(make_simulator):
     return make_simulator()
+
+
+@pytest.fixture
+def sim_browser(simulator):
+    """What a person's browser does at the simulated Microsoft sign-in: an HTTPS client
+    trusting the simulator, which doesn't follow redirects unless told to."""
+    import requests
+
+    session = requests.Session()
+    session.verify = simulator.info["ca_bundle"]
+    session.trust_env = False
+    yield session
+    session.close()
 
 
 @pytest.fixture

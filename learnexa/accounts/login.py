@@ -1,4 +1,9 @@
-"""Sign-in with a limit on guessing: after too many failures for an email, or from an
+"""Sign-in at /login/, identifier-first: the page asks for the email alone, then takes the
+person the way their account signs in (accounts.sign_in): the password step; their company's
+sign-in elsewhere (Microsoft); or, without a password yet, a link by email to set one, which
+is also the answer for an email nobody has, so that the page reveals nothing about it.
+
+Passwords have a limit on guessing: after too many failures for an email, or from an
 address, further attempts are refused for a while, whatever the password."""
 
 from __future__ import annotations
@@ -10,10 +15,15 @@ from django import forms
 from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.shortcuts import render
 from django.utils import timezone
+from django.utils.csp import CSP
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 
+from . import invitations, sign_in
 from .models import FailedLogin
 
 WINDOW = timedelta(minutes=15)
@@ -67,3 +77,46 @@ class ThrottledAuthenticationForm(AuthenticationForm):
 class LoginView(auth_views.LoginView):
     form_class = ThrottledAuthenticationForm
     redirect_authenticated_user = True
+
+    def dispatch(self, request, *args, **kwargs):
+        response = super().dispatch(request, *args, **kwargs)
+        # The email step may redirect to a company's sign-in elsewhere, and Chromium checks a
+        # form's redirects against form-action too.
+        origins = [origin for source in sign_in.redirect_origins for origin in source()]
+        response._csp_config = {
+            **settings.SECURE_CSP,
+            "form-action": [CSP.SELF, *dict.fromkeys(origins)],
+        }
+        return response
+
+    def post(self, request, *args, **kwargs):
+        if "password" in request.POST:
+            return super().post(request, *args, **kwargs)
+        email = (request.POST.get("username") or "").strip()
+        try:
+            validate_email(email)
+        except ValidationError:
+            return self._step(
+                "email", email, error="Enter your email address, such as name@company.com."
+            )
+        found = sign_in.route(email, request.POST.get("company", ""))
+        if found.password:
+            return self._step("password", email)
+        if len(found.external) == 1:
+            user, method = found.external[0]
+            return method.start(request, user, self.get_redirect_url())
+        if found.external:
+            return self._step("choose", email, accounts=found.external)
+        invitations.request_links(
+            email, ip=client_ip(request), base_url=invitations.base_url(request)
+        )
+        return render(request, "registration/link_sent.html", {"email": email})
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context.setdefault("step", "password" if context["form"].is_bound else "email")
+        return context
+
+    def _step(self, step: str, email: str, **context):
+        form = self.get_form_class()(self.request, initial={"username": email})
+        return self.render_to_response(self.get_context_data(form=form, step=step, **context))

@@ -7,6 +7,10 @@ class DynamicsCrmConfig(AppConfig):
     verbose_name = "Dynamics 365 integration"
 
     def ready(self):
-        from . import panels
+        from learnexa.accounts import sign_in
+
+        from . import learner_sign_in, panels
 
         panels.register()
+        sign_in.methods.append(learner_sign_in.method)
+        sign_in.redirect_origins.append(learner_sign_in.redirect_origins)

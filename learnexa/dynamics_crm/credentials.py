@@ -285,15 +285,18 @@ def confidential_app(
     setting: DynamicsCrmSetting,
     token_cache: msal.TokenCache | None = None,
     retry: RetryBudget | None = None,
+    timeout: float | None = None,
+    **options,
 ) -> msal.ConfidentialClientApplication:
     """MSAL's application for the company's app registration. Building it reads the
-    authority's discovery document, so it fails as any call to Entra ID does."""
+    authority's discovery document, so it fails as any call to Entra ID does. `options`
+    go to MSAL (exclude_scopes)."""
     where = authority(setting)
     credential = _app_credential(setting)
     session = EntraSession(
         setting.authority_host,
         retry or budget_from_settings(),
-        timeout=settings.LEARNEXA_DYNAMICS_TIMEOUT,
+        timeout=timeout or settings.LEARNEXA_DYNAMICS_TIMEOUT,
     )
     return call_entra(
         where,
@@ -306,6 +309,7 @@ def confidential_app(
             instance_discovery=False,
             http_client=session,
             token_cache=token_cache,
+            **options,
         ),
     )
 

@@ -84,6 +84,7 @@ class ConnectionForm(forms.ModelForm):
             "deactivate_missing",
             "deactivation_limit_count",
             "deactivation_limit_percent",
+            "learner_sign_in",
             "send_welcome_email",
         ]
         labels = {
@@ -102,6 +103,7 @@ class ConnectionForm(forms.ModelForm):
             "deactivate_missing": "Deactivate users deleted in Dynamics or out of scope",
             "deactivation_limit_count": "Hold deactivations above this many users",
             "deactivation_limit_percent": "…or above this share of users from Dynamics (%)",
+            "learner_sign_in": "People from Dynamics sign in",
             "send_welcome_email": "Send a welcome email to users the sync creates",
         }
         help_texts = {
@@ -114,6 +116,10 @@ class ConnectionForm(forms.ModelForm):
             "sync_time": "Hourly syncs run at this minute past the hour.",
             "full_sync_interval_days": "Between these, scheduled syncs read only the changes.",
             "deactivation_limit_count": "A run that would deactivate more waits for your approval.",
+            "learner_sign_in": "With Microsoft, people with an account in your tenant sign in "
+            "with it; contacts and anyone else get an invitation to set a password. Site "
+            "admins always sign in with their password.",
+            "send_welcome_email": "It tells each person how to sign in, as chosen above.",
         }
         widgets = {
             "sync_time": forms.TimeInput(attrs={"type": "time"}),
@@ -137,6 +143,7 @@ class ConnectionForm(forms.ModelForm):
             ),
             "authority_host": forms.URLInput(),
             "credential_type": forms.RadioSelect(),
+            "learner_sign_in": forms.RadioSelect(),
             "client_secret_expires_on": forms.DateInput(attrs={"type": "date"}),
         }
 
@@ -147,8 +154,10 @@ class ConnectionForm(forms.ModelForm):
         self.original_connection = [getattr(instance, name) for name in self.CONNECTION_FIELDS]
         self.original_secret_expiry = instance.client_secret_expires_on
         self.certificate_info = None
-        # Left out of a post, the kind stays what it was.
+        # Left out of a post, the kind and the learners' sign-in stay what they were.
         self.fields["credential_type"].required = False
+        self.fields["learner_sign_in"].required = False
+        self.original_learner_sign_in = instance.learner_sign_in
 
     # -- groups, for the template -------------------------------------------------------
 
@@ -179,6 +188,7 @@ class ConnectionForm(forms.ModelForm):
         cleaned = super().clean()
         kind = cleaned.get("credential_type") or self.original_type
         cleaned["credential_type"] = kind
+        cleaned["learner_sign_in"] = cleaned.get("learner_sign_in") or self.original_learner_sign_in
         uses = DynamicsCrmSetting.USES[kind]
         if "secret" in uses:
             saved = self.instance.has_client_secret and self._keeps("secret", kind)

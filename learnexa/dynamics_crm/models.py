@@ -143,6 +143,17 @@ class DynamicsCrmSetting(models.Model):
         help_text="Deactivate users who were deleted in Dynamics or left the sync's scope.",
     )
     send_welcome_email = models.BooleanField(default=False)
+
+    class LearnerSignIn(models.TextChoices):
+        MICROSOFT = "microsoft", "With Microsoft (their work account)"
+        INVITATION = "invitation", "With an invitation to set a password"
+        NOT_YET = "not_yet", "Not yet"
+
+    # How the people the sync brings in sign in. With Microsoft, those without an account in
+    # the company's tenant (contacts, people without an Entra object id) get invitations.
+    learner_sign_in = models.CharField(
+        max_length=16, choices=LearnerSignIn.choices, default=LearnerSignIn.NOT_YET
+    )
     deactivation_limit_count = models.PositiveIntegerField(default=20)
     deactivation_limit_percent = models.PositiveSmallIntegerField(
         default=10, validators=[MaxValueValidator(100)]

@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
-from django.core.mail import send_mail, send_mass_mail
+from django.core.mail import EmailMessage, mailers, send_mail
+from django.urls import reverse
+from django.utils import timezone
 
 logger = logging.getLogger(__name__)
 
@@ -56,21 +58,77 @@ def deactivations_held(run, count: int) -> None:
     )
 
 
-def welcome(users) -> None:
-    messages = [
-        (
-            "Welcome to Learnexa",
-            f"Hello {user.first_name or user.email},\n\nYour organization has given you an "
-            "account on Learnexa, its learning platform. Sign in with your work account.",
-            settings.DEFAULT_FROM_EMAIL,
-            [user.email],
+def _welcome_text(user, method, base: str) -> str:
+    """What a new person is told about signing in: only ever the way their company chose."""
+    from learnexa.accounts import invitations, sign_in
+
+    login = f"{base}{reverse('login')}"
+    company = user.company.name
+    if isinstance(method, sign_in.External):
+        return (
+            f"Sign in at {login} with your work account: enter {user.email}, and you will "
+            f"sign in with {method.label}."
         )
-        for user in users
-    ]
+    if method == sign_in.INVITATION:
+        return invitations.invitation_text(user, invitations.link_for(user, base))
+    if method == sign_in.PASSWORD:
+        return f"Sign in at {login} with your email, {user.email}, and your password."
+    return (
+        f"Your account is ready, but {company} hasn't opened sign-in to it yet. "
+        f"{company} will let you know when you can sign in."
+    )
+
+
+def welcome(users) -> None:
+    """Welcome the people a sync created; to those who sign in with a password they don't
+    have yet, this email is their invitation (it carries the link)."""
+    from learnexa.accounts import invitations, sign_in
+    from learnexa.accounts.models import User
+
+    users = list(users.select_related("company") if hasattr(users, "select_related") else users)
+    if not users:
+        return
+    base = invitations.base_url()
+    now = timezone.now()
+    methods = {user.pk: sign_in.method_for(user) for user in users}
+    invited = [u for u in users if u.is_active and methods[u.pk] == sign_in.INVITATION]
+    previous = {u.pk: u.invitation_sent_at for u in invited}
+    # The links are made from the time they were sent: record it first.
+    invited_ids = [u.pk for u in invited]
+    for start in range(0, len(invited_ids), 500):
+        User.objects.filter(pk__in=invited_ids[start : start + 500]).update(invitation_sent_at=now)
+    for user in invited:
+        user.invitation_sent_at = now
+    sent = set()
     try:
-        send_mass_mail(messages, fail_silently=False)
-    except Exception:
-        logger.exception("Could not send %d welcome emails", len(messages))
+        # One connection for them all; each message on its own, to know which ones left.
+        with mailers.default as connection:
+            for user in users:
+                message = EmailMessage(
+                    "Welcome to Learnexa",
+                    f"Hello {user.first_name or user.email},\n\n{user.company.name} has given "
+                    "you an account on Learnexa, its learning platform.\n\n"
+                    f"{_welcome_text(user, methods[user.pk], base)}",
+                    settings.DEFAULT_FROM_EMAIL,
+                    [user.email],
+                )
+                try:
+                    connection.send_messages([message])
+                except Exception:
+                    continue
+                sent.add(user.pk)
+    except Exception:  # the mail server couldn't be reached, or closing failed
+        pass
+    unsent = [user for user in users if user.pk not in sent]
+    if unsent:
+        logger.error("Could not send %d of %d welcome emails", len(unsent), len(users))
+        # The invitations among them never left: a resend must not wait for them. (Those
+        # that left keep their time, which their links were made from.)
+        for user in unsent:
+            if user.pk in previous:
+                User.objects.filter(pk=user.pk, invitation_sent_at=now).update(
+                    invitation_sent_at=previous[user.pk]
+                )
 
 
 def credential_expiring(setting, kind: str, expires_at, days: int) -> None:

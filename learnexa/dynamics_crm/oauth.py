@@ -2,11 +2,12 @@
 
 `start` (a POST from the integration page) begins MSAL's authorization-code flow with PKCE
 and sends the admin to `{authority host}/{tenant}/oauth2/v2.0/authorize`; Entra ID sends
-them back to `authenticate` (the redirect URI, `/dynamics_crm/authenticate`) with a code and
-the state. The flow waits in the session for at most ten minutes, once, bound to the admin
-and the company that started it; MSAL checks the state again, sends the PKCE verifier and
-checks the ID token's nonce. Only then is MSAL's token cache stored, encrypted, on the
-company's settings; the sync takes its tokens from it (credentials.py).
+them back to the redirect URI, `/dynamics_crm/authenticate` (callback.py), with a code and
+the state, and it hands them to `connected`. The flow waits in the session for at most ten
+minutes, once, bound to the admin and the company that started it; MSAL checks the state
+again, sends the PKCE verifier and checks the ID token's nonce. Only then is MSAL's token
+cache stored, encrypted, on the company's settings; the sync takes its tokens from it
+(credentials.py).
 
 Entra ID answers with the code in the query string (response_mode=query), not form_post:
 the session cookie is SameSite=Lax, so a cross-site POST back would arrive without it, and
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 import warnings
 
 import msal
@@ -29,20 +29,18 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST
 
 from learnexa import encryption
 from learnexa.manage_site.access import site_admin_required
 
-from . import credentials
+from . import credentials, flow_states
 from .jobs import enqueue_sync
 from .models import DynamicsCrmSetting, SyncRun
 
 logger = logging.getLogger(__name__)
 
-SESSION_KEY = "dynamics_crm_sign_in"
-STATE_TTL_SECONDS = 600  # like django-allauth's statekit
-MAX_PENDING = 5
+STATES = flow_states.FlowStates("dynamics_crm_sign_in")
 
 
 def redirect_uri(request) -> str:
@@ -55,25 +53,14 @@ def _fingerprint(setting: DynamicsCrmSetting) -> list[str]:
     return [setting.organization_uri, setting.authority_host, setting.tenant_id, setting.client_id]
 
 
-def _pending(request) -> dict:
-    """The session's sign-ins in progress, without the expired ones."""
-    now = time.time()
-    stash = request.session.get(SESSION_KEY) or {}
-    return {
-        state: entry
-        for state, entry in stash.items()
-        if isinstance(entry, dict) and now - entry.get("started", 0) <= STATE_TTL_SECONDS
-    }
-
-
 def _refuse(request, message: str) -> HttpResponseRedirect:
     messages.error(request, message)
     return redirect("dynamics_crm:integration")
 
 
 @never_cache
-@require_POST
 @site_admin_required
+@require_POST
 def start(request):
     setting = get_object_or_404(DynamicsCrmSetting, company=request.company)
     if setting.credential_type != DynamicsCrmSetting.CredentialType.DELEGATED:
@@ -97,46 +84,39 @@ def start(request):
             )
     except (credentials.AuthenticationError, ValueError) as exc:
         return _refuse(request, f"Signing in with Microsoft couldn't start: {exc}")
-    pending = _pending(request)
-    # Keep the newest few: each tab that started a sign-in may still finish it.
-    for state in sorted(pending, key=lambda s: pending[s]["started"])[: -(MAX_PENDING - 1)]:
-        del pending[state]
-    pending[flow["state"]] = {
-        "flow": flow,
-        "started": time.time(),
-        "company": request.company.pk,
-        "user": request.user.pk,
-        "connection": _fingerprint(setting),
-    }
-    request.session[SESSION_KEY] = pending
+    STATES.keep(
+        request,
+        flow["state"],
+        {
+            "flow": flow,
+            "company": request.company.pk,
+            "user": request.user.pk,
+            "connection": _fingerprint(setting),
+        },
+    )
     logger.info("Sign-in with Microsoft started for %s", request.company.slug)
     return HttpResponseRedirect(flow["auth_uri"])
 
 
-@never_cache
-@require_GET
 @site_admin_required
-def authenticate(request):
+def connected(request):
     """Where Entra ID sends the admin back: check everything, then keep the token cache."""
     params = request.GET.dict()
     state = params.get("state", "")
-    pending = _pending(request)
-    stash = request.session.get(SESSION_KEY) or {}
-    # A state is used once, whatever the outcome.
-    entry = pending.pop(state, None) if state else None
-    request.session[SESSION_KEY] = pending
     start_again = "Start again with “Sign in with Microsoft”."
     if not state:
         return _refuse(
             request, f"The answer from Microsoft had no state, so it was refused. {start_again}"
         )
+    try:
+        entry = STATES.take(request, state)
+    except flow_states.Expired:
+        return _refuse(
+            request,
+            "The sign-in with Microsoft took longer than 10 minutes and has expired. "
+            + start_again,
+        )
     if entry is None:
-        if state in stash:
-            return _refuse(
-                request,
-                "The sign-in with Microsoft took longer than 10 minutes and has expired. "
-                + start_again,
-            )
         return _refuse(
             request,
             "This answer from Microsoft doesn't match a sign-in started here in this browser: "

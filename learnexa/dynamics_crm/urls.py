@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import mapping_views, oauth, views
+from . import callback, mapping_views, oauth, views
 
 app_name = "dynamics_crm"
 urlpatterns = [
@@ -8,7 +8,7 @@ urlpatterns = [
     path("disconnect/", views.disconnect, name="disconnect"),
     path("sign-in/", oauth.start, name="sign_in"),
     # The redirect URI registered on the app registration: keep it exactly as it is.
-    path("authenticate", oauth.authenticate, name="authenticate"),
+    path("authenticate", callback.authenticate, name="authenticate"),
     path("sync/", views.sync_now, name="sync_now"),
     path("lookup/", views.lookup, name="lookup"),
     path("mapping/", mapping_views.mapping_page, name="mapping"),

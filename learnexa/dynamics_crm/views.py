@@ -87,8 +87,8 @@ def _allow_sign_in_redirect(response, setting: DynamicsCrmSetting) -> None:
             }
 
 
-@require_POST
 @site_admin_required
+@require_POST
 def disconnect(request):
     """Remove every stored credential: secret, certificate key, sign-in. The settings and the
     history stay; scheduled syncs stop until a credential is saved again."""
@@ -107,8 +107,8 @@ def disconnect(request):
     return redirect("dynamics_crm:integration")
 
 
-@require_POST
 @site_admin_required
+@require_POST
 def sync_now(request):
     setting = get_object_or_404(DynamicsCrmSetting, company=request.company)
     kind = request.POST.get("kind", "sync")
@@ -125,8 +125,8 @@ def sync_now(request):
     return redirect("dynamics_crm:run_detail", run_id=run.pk)
 
 
-@require_POST
 @site_admin_required
+@require_POST
 def resume_schedule(request):
     setting = get_object_or_404(DynamicsCrmSetting, company=request.company)
     setting.schedule_paused = False
@@ -173,8 +173,8 @@ def run_detail(request, run_id: int):
     )
 
 
-@require_POST
 @site_admin_required
+@require_POST
 def decide_held(request, run_id: int):
     run = _company_run(request, run_id)
     decision = request.POST.get("decision", "")
@@ -255,8 +255,8 @@ def _safe(value: str) -> str:
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
-@require_POST
 @site_admin_required
+@require_POST
 def check_connection(request):
     setting = get_object_or_404(DynamicsCrmSetting, company=request.company)
     checks = test_connection(setting)

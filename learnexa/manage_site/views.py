@@ -1,13 +1,22 @@
 from __future__ import annotations
 
+import logging
+
+from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.formats import date_format
+from django.utils.timezone import localtime
+from django.views.decorators.http import require_POST
 
+from learnexa.accounts import invitations, sign_in
 from learnexa.accounts.models import User
 
 from .access import site_admin_required
 from .panels import dashboard_panels, render_panels, user_panels
+
+logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 50
 
@@ -113,11 +122,99 @@ def users(request):
     )
 
 
-@site_admin_required
-def user_detail(request, user_id: int):
-    user = get_object_or_404(User, pk=user_id, company=request.company)
+def sign_in_summary(user: User) -> str:
+    """How `user` signs in, in words for their admin."""
+    method = sign_in.method_for(user)
+    if isinstance(method, sign_in.External):
+        return f"With {method.label}"
+    if method == sign_in.PASSWORD:
+        return "With a password"
+    if method == sign_in.INVITATION:
+        if user.invitation_sent_at:
+            return f"Invitation sent on {date_format(localtime(user.invitation_sent_at), 'DATETIME_FORMAT')}"
+        return "No invitation sent yet"
+    return "Not yet open to people from Dynamics 365"
+
+
+def _person(request, user_id: int) -> User:
+    return get_object_or_404(
+        User.objects.select_related("company"), pk=user_id, company=request.company
+    )
+
+
+def _user_page(request, user: User, **context):
     return render(
         request,
         "manage_site/user.html",
-        {"person": user, "panels": render_panels(user_panels, request, user)},
+        {
+            "person": user,
+            "sign_in": sign_in_summary(user),
+            "may_invite": sign_in.may_receive_link(user),
+            "is_self": user.pk == request.user.pk,
+            "panels": render_panels(user_panels, request, user),
+            **context,
+        },
     )
+
+
+@site_admin_required
+def user_detail(request, user_id: int):
+    return _user_page(request, _person(request, user_id))
+
+
+@site_admin_required
+@require_POST
+def invite_user(request, user_id: int):
+    """Email the person a link to set a password now, even if one went out a moment ago."""
+    user = _person(request, user_id)
+    if not sign_in.may_receive_link(user):
+        messages.error(request, f"{user.email} can't be sent a link: {sign_in_summary(user)}.")
+        return redirect("manage_site:user_detail", user_id=user.pk)
+    try:
+        invitations.send_invitation(user, base_url=invitations.base_url(request), force=True)
+    except Exception:
+        logger.exception("Could not email an invitation to user %s", user.pk)
+        messages.error(
+            request, f"The email to {user.email} could not be sent. Try again in a while."
+        )
+    else:
+        messages.success(
+            request,
+            f"Sent {user.email} a link to set a password. It works once, for "
+            f"{invitations.validity()}; any earlier link no longer works.",
+        )
+    return redirect("manage_site:user_detail", user_id=user.pk)
+
+
+@site_admin_required
+def deactivate_user(request, user_id: int):
+    """Asks first (GET), then deactivates (POST): the person is signed out at their next
+    request, and their links to set a password stop working for good."""
+    user = _person(request, user_id)
+    if user.pk == request.user.pk:
+        messages.error(request, "You can't deactivate yourself.")
+        return redirect("manage_site:user_detail", user_id=user.pk)
+    if not user.is_active:
+        return redirect("manage_site:user_detail", user_id=user.pk)
+    if request.method != "POST":
+        return _user_page(request, user, confirm_deactivate=True)
+    user.set_active(False)
+    messages.success(
+        request, f"{user.email} is deactivated and signed out. They can't sign in any more."
+    )
+    return redirect("manage_site:user_detail", user_id=user.pk)
+
+
+@site_admin_required
+@require_POST
+def reactivate_user(request, user_id: int):
+    user = _person(request, user_id)
+    if not user.is_active:
+        user.set_active(True)
+        note = (
+            " Their old links no longer work: send them a new invitation if they need to set a password."
+            if sign_in.may_receive_link(user) and not user.has_usable_password()
+            else ""
+        )
+        messages.success(request, f"{user.email} is active again.{note}")
+    return redirect("manage_site:user_detail", user_id=user.pk)

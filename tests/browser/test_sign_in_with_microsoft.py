@@ -28,6 +28,7 @@ def test_sign_in_with_microsoft_goes_to_entra_id_and_back(
     try:
         page.goto(live_server.url + "/dynamics_crm/")
         page.get_by_label("Email").fill(site_admin.email)
+        page.get_by_role("button", name="Continue").click()
         page.get_by_label("Password").fill(PASSWORD)
         page.get_by_role("button", name="Sign in").click()
         page.get_by_role("button", name="Sign in with Microsoft").click()
