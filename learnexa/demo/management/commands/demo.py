@@ -82,6 +82,8 @@ class Command(BaseCommand):
             settings.LEARNEXA_DYNAMICS_ALLOWED_HOSTS = [sim_host]
             settings.LEARNEXA_DYNAMICS_CA_BUNDLE = info["ca_bundle"]
             env["LEARNEXA_DYNAMICS_CA_BUNDLE"] = info["ca_bundle"]
+            # Links in emails (invitations) lead to this demo.
+            env["LEARNEXA_BASE_URL"] = settings.LEARNEXA_BASE_URL = f"http://127.0.0.1:{port}"
 
             company, password = self._demo_company(data)
             setting = self._connect(company, info)
@@ -93,7 +95,7 @@ class Command(BaseCommand):
             processes.learnexa(
                 "web", "runserver", f"127.0.0.1:{port}", "--noreload", "--skip-checks"
             )
-            self._say_hello(port, password, info)
+            self._say_hello(port, password, info, company)
             while (exited := processes.first_exited()) is None:
                 time.sleep(0.5)
             name, code = exited
@@ -141,11 +143,12 @@ class Command(BaseCommand):
         setting.set_client_secret(info["client_secret"])
         if setting.pk is None:
             setting.sync_frequency = DynamicsCrmSetting.Frequency.HOURLY
+            setting.learner_sign_in = DynamicsCrmSetting.LearnerSignIn.MICROSOFT
             setting.schedule_next()
         setting.save()
         return setting
 
-    def _say_hello(self, port: int, password: str, info: dict) -> None:
+    def _say_hello(self, port: int, password: str, info: dict, company: Company) -> None:
         self.stdout.write(
             self.style.SUCCESS(f"\nLearnexa is running on http://127.0.0.1:{port}/\n")
         )
@@ -159,8 +162,33 @@ class Command(BaseCommand):
             f"  curl --cacert {info['ca_bundle']} -X POST \\\n"
             f"       -H 'Authorization: Bearer {info['control_token']}' \\\n"
             f"       {info['control_url']}/users/{DESIGN_NOTE_USER}/enable\n\n"
-            "Press Ctrl-C to stop everything.\n"
         )
+        learner = self._a_learner(company)
+        if learner:
+            self.stdout.write(
+                f"Sign in as a learner: open http://127.0.0.1:{port}/login/ and enter "
+                f"{learner.email}\n(the simulated Entra ID signs them in with Microsoft).\n\n"
+            )
+        self.stdout.write("Press Ctrl-C to stop everything.\n")
+
+    def _a_learner(self, company: Company) -> User | None:
+        """A person the first sync brought in who signs in with Microsoft, once it has."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if SyncRun.objects.filter(company=company, status=SyncRun.Status.SUCCEEDED).exists():
+                return (
+                    User.objects.filter(
+                        company=company,
+                        is_active=True,
+                        is_site_admin=False,
+                        entra_object_id__isnull=False,
+                    )
+                    .exclude(email="")
+                    .order_by("last_name", "first_name")
+                    .first()
+                )
+            time.sleep(0.5)
+        return None
 
 
 def _interrupt(signum, frame):
