@@ -75,3 +75,17 @@ def screenshot(page, _screenshots_dir):
         return path
 
     return take
+
+
+@pytest.fixture(scope="session")
+def accessible():
+    """Check the page with axe-core: no violation of the rules it tests (WCAG 2 A and AA)."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    axe = Axe()
+
+    def check(page) -> None:
+        results = axe.run(page)
+        assert results.violations_count == 0, results.generate_report()
+
+    return check
