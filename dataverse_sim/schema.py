@@ -1,4 +1,4 @@
-"""Column layout of the ``systemuser`` and ``businessunit`` tables.
+"""Columns and column types of the ``systemuser``, ``businessunit`` and ``contact`` tables.
 
 The ``systemuser`` columns, their order and the shape of their values follow the sample
 record in the product's original design note (a Dynamics CRM 8.2 response).  That exact
@@ -147,6 +147,25 @@ FLOAT = "float"
 BOOL = "bool"
 DATETIME = "datetime"
 STRING = "string"
+
+# Each column type as an OData Edm type ($metadata, query error messages) and as a
+# Dataverse AttributeType (EntityDefinitions(...)/Attributes); lookups are "Lookup".
+EDM_TYPES: dict[str, str] = {
+    GUID: "Edm.Guid",
+    INT: "Edm.Int32",
+    FLOAT: "Edm.Double",
+    BOOL: "Edm.Boolean",
+    DATETIME: "Edm.DateTimeOffset",
+    STRING: "Edm.String",
+}
+ATTRIBUTE_TYPES: dict[str, str] = {
+    GUID: "Uniqueidentifier",
+    INT: "Integer",
+    FLOAT: "Double",
+    BOOL: "Boolean",
+    DATETIME: "DateTime",
+    STRING: "String",
+}
 
 _GUID_COLUMNS = {
     "systemuserid",

@@ -56,8 +56,7 @@ class Table:
         self.template = {c: template.get(c) for c in columns if c not in self.stored_index}
         self.derived = dict(derived)
         self.version_index = self.stored_index["versionnumber"]
-        self.pk_index = self.stored_index[primary_key]
-        assert self.pk_index == 0, "primary key must be the first stored column"
+        assert self.stored_index[primary_key] == 0, "primary key must be the first stored column"
         # full-row template in column order, with the etag annotation first
         self._full_template: dict[str, Any] = {"@odata.etag": None}
         self._full_template.update({c: self.template.get(c) for c in columns})
