@@ -117,6 +117,7 @@ def child_setup(args) -> None:
     from django.db import transaction
 
     from learnexa.accounts.models import Company
+    from learnexa.demo.simulator import connect_company
     from learnexa.dynamics_crm.models import DynamicsCrmSetting
 
     settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -125,16 +126,7 @@ def child_setup(args) -> None:
     with transaction.atomic():
         for org in organizations:
             company = Company.objects.create(slug=org["slug"], name=org["slug"])
-            setting = DynamicsCrmSetting(
-                company=company,
-                organization_uri=org["organization_uri"],
-                authority_host=org["authority_host"],
-                tenant_id=org["tenant_id"],
-                client_id=org["client_id"],
-                sync_frequency=DynamicsCrmSetting.Frequency.OFF,
-            )
-            setting.set_client_secret(org["client_secret"])
-            setting.save()
+            connect_company(company, org, sync_frequency=DynamicsCrmSetting.Frequency.OFF)
     Path(args.result_file).write_text(json.dumps({"companies": len(organizations)}))
 
 

@@ -11,6 +11,7 @@ form only measures generating the store: time and peak resident memory.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import resource
 import ssl
@@ -25,6 +26,7 @@ import httpx  # noqa: E402
 
 from dataverse_sim.data import Store  # noqa: E402
 from dataverse_sim.server import Simulator  # noqa: E402
+from learnexa.demo.simulator import app_token  # noqa: E402
 
 
 def read_all(client: httpx.Client, url: str) -> tuple[int, int, float]:
@@ -49,16 +51,7 @@ def bench_paging(users: int, select: str) -> None:
         print(f"start with {users} users: {time.perf_counter() - t0:.2f}s")
         info = sim.info
         ctx = ssl.create_default_context(cafile=info["ca_bundle"])
-        token = httpx.post(
-            f"{info['authority_host']}/{info['tenant_id']}/oauth2/v2.0/token",
-            data={
-                "grant_type": "client_credentials",
-                "client_id": info["client_id"],
-                "client_secret": info["client_secret"],
-                "scope": f"{info['organization_uri']}/.default",
-            },
-            verify=ctx,
-        ).json()["access_token"]
+        token = app_token(info, functools.partial(httpx.post, verify=ctx))
         base = f"{info['organization_uri']}/api/data/v9.2/systemusers"
         with httpx.Client(
             verify=ctx, headers={"Authorization": f"Bearer {token}"}, timeout=120

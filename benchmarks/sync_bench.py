@@ -125,18 +125,10 @@ def child_setup(args, info: dict) -> dict:
     call_command("migrate", verbosity=0, interactive=False)
 
     from learnexa.accounts.models import Company
-    from learnexa.dynamics_crm.models import DynamicsCrmSetting
+    from learnexa.demo.simulator import connect_company
 
     company = Company.objects.create(slug=COMPANY_SLUG, name="Benchmark")
-    setting = DynamicsCrmSetting(
-        company=company,
-        organization_uri=info["organization_uri"],
-        authority_host=info["authority_host"],
-        tenant_id=info["tenant_id"],
-        client_id=info["client_id"],
-    )
-    setting.set_client_secret(info["client_secret"])
-    setting.save()
+    connect_company(company, info)
     return {"company": company.pk}
 
 
@@ -149,8 +141,9 @@ def _install_phase_timers() -> dict[str, float]:
     from django.db.backends.base.base import BaseDatabaseWrapper
     from django.db.models import query
 
-    from learnexa.core import bulk
+    from learnexa.dataflow import bulk
     from learnexa.dynamics_crm import dataverse, mapping, sync
+    from learnexa.dynamics_crm.sync import apply, flow, plan
 
     totals: dict[str, float] = defaultdict(float)
 
@@ -164,18 +157,19 @@ def _install_phase_timers() -> dict[str, float]:
 
         return wrapper
 
-    # Through the sync module's globals, as the sync calls them. A step the product no
-    # longer has is simply not timed.
+    # Where the sync calls them from: a page's stages through the sync package (see
+    # sync.flow.PageFlow), the steps inside them through their stage's module. A step the
+    # product no longer has is simply not timed.
     for owner, attribute, name in (
         (mapping.Mapping, "map_page", "map"),
         (sync, "match_page", "match"),
         (sync, "plan_page", "plan"),
-        (sync.Plan, "prepare", "prepare"),
+        (sync, "prepare_plan", "prepare"),
         (sync, "apply_plan", "apply"),
-        (sync, "_insert_users", "apply.insert users"),
+        (apply, "_insert_users", "apply.insert users"),
         (dataverse.DataverseClient, "get", "fetch"),
         (dataverse.DataverseClient, "_json", "fetch.json"),
-        (sync, "_set_unusable_passwords", "plan.unusable_passwords"),
+        (plan, "_set_unusable_passwords", "plan.unusable_passwords"),
         (bulk.Rows, "insert", "apply.insert rows"),
         (BaseDatabaseWrapper, "commit", "commit"),
     ):
@@ -184,7 +178,7 @@ def _install_phase_timers() -> dict[str, float]:
 
     # What the sync's own thread waits for: the next page (fetched and mapped in the
     # prefetch thread) and the next page's plan (made in the planning thread).
-    class TimedPrefetched(sync.Prefetched):
+    class TimedPrefetched(flow.Prefetched):
         def __next__(self):
             started = time.perf_counter()
             try:
@@ -192,7 +186,7 @@ def _install_phase_timers() -> dict[str, float]:
             finally:
                 totals["wait.next page"] += time.perf_counter() - started
 
-    sync.Prefetched = TimedPrefetched
+    flow.Prefetched = TimedPrefetched
     result = concurrent.futures.Future.result
     concurrent.futures.Future.result = timed("wait.plan", result)
     bulk_create, bulk_update = query.QuerySet.bulk_create, query.QuerySet.bulk_update
@@ -206,44 +200,6 @@ def _install_phase_timers() -> dict[str, float]:
     query.QuerySet.bulk_create = timed_bulk("bulk_create", bulk_create)
     query.QuerySet.bulk_update = timed_bulk("bulk_update", bulk_update)
     return totals
-
-
-class InlinePages:
-    """--serial: fetch and map each page in the sync's own thread, when it is asked for.
-    Always "ready", so that pages share transactions as they do when prefetched."""
-
-    def __init__(self, items):
-        self.items = iter(items)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        return next(self.items)
-
-    def ready(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
-
-
-class InlineExecutor:
-    """--serial: plan each page in the sync's own thread, when it is submitted."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def submit(self, fn, *args, **kwargs):
-        future = concurrent.futures.Future()
-        future.set_result(fn(*args, **kwargs))
-        return future
 
 
 TABLE_IN_SQL = re.compile(r'(?:INTO|FROM|UPDATE)\s+"(\w+)"')
@@ -263,11 +219,6 @@ def child_sync(args, info: dict) -> dict:
     )
     statements = 0
     phases = _install_phase_timers() if args.phases else None
-    if args.serial:
-        from learnexa.dynamics_crm import sync
-
-        sync.Prefetched = InlinePages
-        sync.ThreadPoolExecutor = InlineExecutor
 
     def count(execute, sql, params, many, context):
         nonlocal statements
@@ -289,7 +240,7 @@ def child_sync(args, info: dict) -> dict:
         started, cpu_started = time.perf_counter(), time.process_time()
         if profiler:
             profiler.enable()
-        execute_run(run)
+        execute_run(run, serial=args.serial)
         if profiler:
             profiler.disable()
         seconds = time.perf_counter() - started
@@ -351,25 +302,12 @@ def child_mutate(args, info: dict) -> dict:
     return {"changed": len(changes), "disabled": sum(1 for c in changes if c[1] == "POST")}
 
 
-def _floor_token(client, info: dict) -> str:
-    response = client.post(
-        f"{info['authority_host']}/{info['tenant_id']}/oauth2/v2.0/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": info["client_id"],
-            "client_secret": info["client_secret"],
-            "scope": f"{info['organization_uri']}/.default",
-        },
-    )
-    response.raise_for_status()
-    return response.json()["access_token"]
-
-
 def floor_fetch(args, info: dict) -> tuple[float, int, int, list[bytes]]:
     """Every page, fetched and parsed, nothing else. Returns (seconds, records, requests,
     the raw pages, kept as bytes so that they cost the timed loop nothing)."""
     import httpx
 
+    from learnexa.demo.simulator import app_token
     from learnexa.dynamics_crm.mapping import SYSTEMUSER_COLUMNS
 
     headers = {  # as the product's client sends them
@@ -381,7 +319,7 @@ def floor_fetch(args, info: dict) -> tuple[float, int, int, list[bytes]]:
     with httpx.Client(
         verify=_ssl_context(info["ca_bundle"]), headers=headers, timeout=120, trust_env=False
     ) as client:
-        token = _floor_token(client, info)
+        token = app_token(info, client.post)
         page_headers = {
             "Authorization": f"Bearer {token}",
             "Prefer": f"odata.maxpagesize={args.page_size}",

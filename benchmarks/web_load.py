@@ -9,7 +9,7 @@ What one run does:
 
   1. Creates a fresh database (SQLite in a temporary folder, or a new PostgreSQL database),
      migrates it and inserts a company of `--users` users directly, with the product's bulk
-     insert (`learnexa.core.bulk.insert_rows`): varied names, job titles, ~85 % linked to
+     insert (`learnexa.dataflow.bulk.insert_rows`): varied names, job titles, ~85 % linked to
      Dynamics, ~5 % inactive. Adds 16 site admins to it, and 4 more companies, each with one
      site admin and connected to its own simulated Dynamics organization of `--sync-users`
      users (the scale-out benchmark's simulator host process, started meanwhile).
@@ -119,7 +119,7 @@ def create_data(args, password: str, organizations: list[dict]) -> dict:
     from django.utils import timezone
 
     from learnexa.accounts.models import Company, User
-    from learnexa.core.bulk import insert_rows
+    from learnexa.dataflow.bulk import insert_rows
 
     settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
     call_command("migrate", verbosity=0, interactive=False)
@@ -195,18 +195,10 @@ def create_data(args, password: str, organizations: list[dict]) -> dict:
 
 
 def _connect(company, org: dict) -> None:
+    from learnexa.demo.simulator import connect_company
     from learnexa.dynamics_crm.models import DynamicsCrmSetting
 
-    setting = DynamicsCrmSetting(
-        company=company,
-        organization_uri=org["organization_uri"],
-        authority_host=org["authority_host"],
-        tenant_id=org["tenant_id"],
-        client_id=org["client_id"],
-        sync_frequency=DynamicsCrmSetting.Frequency.OFF,
-    )
-    setting.set_client_secret(org["client_secret"])
-    setting.save()
+    connect_company(company, org, sync_frequency=DynamicsCrmSetting.Frequency.OFF)
 
 
 def connection_vendor() -> str:

@@ -39,7 +39,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_tasks_db",
-    "learnexa.core",
+    "learnexa.dataflow",
     "learnexa.accounts",
     "learnexa.manage_site",
     "learnexa.dynamics_crm",
@@ -205,7 +205,7 @@ LEARNEXA_SYNC_LEASE_SECONDS = int(os.environ.get("LEARNEXA_SYNC_LEASE_SECONDS", 
 # companies go first and carries on from its checkpoint (0: no limit).
 LEARNEXA_SYNC_SLICE_SECONDS = float(os.environ.get("LEARNEXA_SYNC_SLICE_SECONDS", "60"))
 # Pages that come in faster than they are written share a transaction for up to this long
-# (see sync.PageTransactions): fewer commits, at the price of redoing that much on a crash.
+# (see sync.apply.PageTransactions): fewer commits, at the price of redoing that much on a crash.
 LEARNEXA_SYNC_TRANSACTION_SECONDS = float(os.environ.get("LEARNEXA_SYNC_TRANSACTION_SECONDS", "1"))
 LEARNEXA_DYNAMICS_PAGE_SIZE = int(os.environ.get("LEARNEXA_DYNAMICS_PAGE_SIZE", "5000"))
 LEARNEXA_DYNAMICS_TIMEOUT = float(os.environ.get("LEARNEXA_DYNAMICS_TIMEOUT", "60"))

@@ -94,22 +94,12 @@ def site_admin(company):
 def connect(request):
     """Connect a company to a simulator (the test's `simulator` unless given), as the
     settings form would."""
-    from learnexa.dynamics_crm.models import DynamicsCrmSetting
+    from learnexa.demo.simulator import connect_company
 
     def connect(company, sim=None, **overrides):
-        info = (sim or request.getfixturevalue("simulator")).info
-        fields = {
-            "organization_uri": info["organization_uri"],
-            "authority_host": info["authority_host"],
-            "tenant_id": info["tenant_id"],
-            "client_id": info["client_id"],
-            **overrides,
-        }
-        setting = DynamicsCrmSetting(company=company, **fields)
-        setting.set_client_secret(info["client_secret"])
-        setting.schedule_next()
-        setting.save()
-        return setting
+        return connect_company(
+            company, (sim or request.getfixturevalue("simulator")).info, **overrides
+        )
 
     return connect
 

@@ -7,7 +7,7 @@ from django.db import DataError, transaction
 from django.utils import timezone
 
 from learnexa.accounts.models import Company, User
-from learnexa.core.bulk import allocate_ids, insert_rows
+from learnexa.dataflow.bulk import allocate_ids, insert_rows
 
 FIELDS = [f.name for f in User._meta.concrete_fields]
 
@@ -110,7 +110,7 @@ def test_a_failing_row_in_a_transaction_leaves_no_row_of_its_page():
 
 
 def test_a_column_of_uuids_converts_as_its_values_one_by_one():
-    from learnexa.core.bulk import _uuid_hex, _uuid_hex_column
+    from learnexa.dataflow.bulk import _uuid_hex, _uuid_hex_column
 
     ids = [uuid.uuid4() for _ in range(5)]
     text = [str(i) for i in ids]

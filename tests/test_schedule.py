@@ -4,7 +4,7 @@ import pytest
 
 from learnexa.accounts.models import Company
 from learnexa.dynamics_crm.models import DynamicsCrmSetting
-from learnexa.dynamics_crm.schedule import next_run_at
+from learnexa.dynamics_crm.timetable import next_run_at
 
 
 def schedule(frequency, *, tz="UTC", at=time(2, 0), weekday=0, monthday=1):

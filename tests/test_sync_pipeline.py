@@ -10,8 +10,8 @@ import time
 import pytest
 
 from learnexa.accounts.models import User
-from learnexa.core.bulk import Rows
-from learnexa.core.runtime import PAGES_PER_COLLECTION, SWITCH_INTERVAL, paged_run
+from learnexa.dataflow.bulk import Rows
+from learnexa.dataflow.runtime import PAGES_PER_COLLECTION, SWITCH_INTERVAL, paged_run
 from learnexa.dynamics_crm import sync
 from learnexa.dynamics_crm.models import SyncChange, SyncRun
 
@@ -133,7 +133,7 @@ def test_a_prefetched_item_is_freed_where_the_consumer_lets_go_of_it():
     import threading
     import weakref
 
-    from learnexa.core.pipeline import Prefetched
+    from learnexa.dataflow.pipeline import Prefetched
 
     class Item:
         pass
@@ -158,7 +158,7 @@ def test_a_prefetched_item_is_freed_where_the_consumer_lets_go_of_it():
 def test_a_prefetched_iterator_says_whether_asking_for_the_next_item_would_wait():
     import threading
 
-    from learnexa.core.pipeline import Prefetched
+    from learnexa.dataflow.pipeline import Prefetched
 
     release = threading.Event()
 

@@ -46,6 +46,7 @@ from django.core.management import call_command
 from django.db import connections
 from django.utils import timezone
 from learnexa.accounts.models import Company
+from learnexa.demo.simulator import connect_company
 from learnexa.dynamics_crm.models import DynamicsCrmSetting
 from learnexa.dynamics_crm.schedule import resume_abandoned
 
@@ -57,12 +58,7 @@ def setup(info, slugs):
     call_command("migrate", verbosity=0)
     for slug in slugs:
         company = Company.objects.create(slug=slug, name=slug)
-        setting = DynamicsCrmSetting(
-            company=company, sync_frequency="off",
-            **{k: info[k] for k in ("organization_uri", "authority_host", "tenant_id", "client_id")},
-        )
-        setting.set_client_secret(info["client_secret"])
-        setting.save()
+        connect_company(company, info, sync_frequency="off")
     call_command("dynamics", "sync", "clean", "--json", stdout=open(os.devnull, "w"))
 
 def prepare(action, slug):

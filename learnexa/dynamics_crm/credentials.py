@@ -13,8 +13,8 @@
 to Entra ID only through an `EntraSession` (entra_session.py): to the authority alone,
 without redirects, retried within the run's budget, every failure an AuthenticationError.
 
-Also here: reading an uploaded certificate (`load_certificate`), Entra ID's errors in plain
-words, and the expiry reminders the scheduler sends (`remind_expiring`).
+Also here: reading an uploaded certificate (`load_certificate`), and Entra ID's errors in
+plain words.
 """
 
 from __future__ import annotations
@@ -32,12 +32,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
 
 from learnexa import encryption
 
-from . import notifications
 from .entra_session import AuthenticationError, EntraSession, authority_origin
 from .models import DynamicsCrmSetting
 from .retries import RetryBudget, budget_from_settings
@@ -449,58 +447,3 @@ class TokenProvider:
         """Forget the cached access token, so the next call gets a new one."""
         with self._lock:
             self._source.invalidate()
-
-
-# -- expiry reminders -----------------------------------------------------------------------
-
-REMINDER_DAYS = (30, 7)
-LABELS = {"secret": "client secret", "certificate": "certificate"}
-EXPIRY_FIELDS = {"secret": "client_secret_expires_on", "certificate": "certificate_expires_at"}
-
-
-def remind_expiring(now=None) -> int:
-    """Email the site admins when the secret or certificate in use expires within 30, then
-    7 days; once each per secret or certificate (the row keeps what was sent; several
-    schedulers may run, and only the one whose update lands sends). Returns emails sent."""
-    now = now or timezone.now()
-    horizon = now + timedelta(days=max(REMINDER_DAYS))
-    candidates = DynamicsCrmSetting.objects.filter(
-        Q(
-            credential_type__in=[CredentialType.SECRET, CredentialType.DELEGATED],
-            client_secret_expires_on__lte=horizon.date(),
-        )
-        | Q(credential_type=CredentialType.CERTIFICATE, certificate_expires_at__lte=horizon)
-    ).select_related("company")
-    sent = 0
-    for setting in candidates:
-        for kind, expires_at in setting.credential_expiries():
-            days_left = (expires_at - now) / timedelta(days=1)
-            if days_left <= 0:
-                continue  # expired: the failing syncs report it
-            due = min((d for d in REMINDER_DAYS if days_left <= d), default=None)
-            field = f"{kind}_reminded_days"
-            already = getattr(setting, field)
-            if due is None or (already is not None and already <= due):
-                continue
-            # Claimed only if nobody reminded meanwhile and the credential is still the same.
-            expiry_field = EXPIRY_FIELDS[kind]
-            claimed = DynamicsCrmSetting.objects.filter(
-                pk=setting.pk, **{field: already, expiry_field: getattr(setting, expiry_field)}
-            ).update(**{field: due})
-            if claimed:
-                setattr(setting, field, due)
-                # A secret's date is a calendar day; a certificate's, a moment.
-                days = (expires_at.date() - now.date()).days if kind == "secret" else int(days_left)
-                notifications.credential_expiring(setting, kind, expires_at, max(1, days))
-                sent += 1
-    return sent
-
-
-def expiry_notices(setting: DynamicsCrmSetting, now=None) -> list[dict]:
-    """For the integration page: the credentials in use that expire within 30 days, or did."""
-    now = now or timezone.now()
-    notices = []
-    for kind, expires_at in setting.credential_expiries():
-        if expires_at - now <= timedelta(days=max(REMINDER_DAYS)):
-            notices.append({"label": LABELS[kind], "at": expires_at, "expired": expires_at <= now})
-    return notices

@@ -20,11 +20,13 @@ from .mapping import Mapping
 from .models import DynamicsCrmSetting, SyncRun
 from .sync import (
     SyncAlreadyRunning,
-    apply_deactivations,
     apply_plan,
     finish_run,
     open_client,
     plan_changes,
+    prepare_plan,
+    run_lease,
+    settle_at_once,
 )
 
 
@@ -99,28 +101,25 @@ def lookup_person(setting: DynamicsCrmSetting, email: str, *, apply: bool = Fals
 
     run.started_at = timezone.now()
     run.save()
-    if not setting.acquire_lease(run.lease_owner):
+    # A sync's lease and record, as execute_run has them; not marked running, so that a
+    # lookup that fails half-way is not resumed as a whole sync.
+    try:
+        with run_lease(run, setting):
+            prepare_plan(plan, run.pk, [])
+            apply_plan(
+                run,
+                plan,
+                Page(records=page.records, next_link=None, url=url),
+                requests=client.requests,
+                throttle_wait=client.throttle_wait_seconds,
+            )
+            settle_at_once(run)
+            finish_run(run)
+    except SyncAlreadyRunning:
         run.delete()
         raise SyncAlreadyRunning(
             f"A sync of {setting.company} is running; try again when it has finished."
-        )
-    try:
-        plan.prepare(run.pk, [])
-        apply_plan(
-            run,
-            plan,
-            Page(records=page.records, next_link=None, url=url),
-            requests=client.requests,
-            throttle_wait=client.throttle_wait_seconds,
-        )
-        # One person is not a mass deactivation: their deactivation applies at once.
-        pending = run.changes.filter(pending=True)
-        run.deactivated = apply_deactivations(pending) if pending.exists() else 0
-        run.settled = True
-        run.save(update_fields=["deactivated", "settled"])
-        finish_run(run)
-    finally:
-        setting.release_lease(run.lease_owner)
+        ) from None
     result.run = run
     result.steps.append(f"Applied as sync {run.pk}.")
     return result

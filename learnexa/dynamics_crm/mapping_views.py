@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 
-from learnexa.manage_site.access import site_admin_required
+from learnexa.accounts.access import site_admin_required
 
 from .credentials import AuthenticationError
 from .dataverse import DataverseError

@@ -1,14 +1,22 @@
-"""Emails to a company's site admins about its integration, and welcome emails to the users
-a sync creates (off unless the company switched them on)."""
+"""Emails to a company's site admins about its integration (failures, holds, pauses, and
+the reminders before the credential in use expires), and welcome emails to the users a sync
+creates (off unless the company switched them on)."""
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.mail import EmailMessage, mailers, send_mail
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
+
+from learnexa.accounts import invitations, sign_in
+from learnexa.accounts.models import User
+
+from .models import DynamicsCrmSetting
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +68,6 @@ def deactivations_held(run, count: int) -> None:
 
 def _welcome_text(user, method, base: str) -> str:
     """What a new person is told about signing in: only ever the way their company chose."""
-    from learnexa.accounts import invitations, sign_in
-
     login = f"{base}{reverse('login')}"
     company = user.company.name
     if isinstance(method, sign_in.External):
@@ -82,9 +88,6 @@ def _welcome_text(user, method, base: str) -> str:
 def welcome(users) -> None:
     """Welcome the people a sync created; to those who sign in with a password they don't
     have yet, this email is their invitation (it carries the link)."""
-    from learnexa.accounts import invitations, sign_in
-    from learnexa.accounts.models import User
-
     users = list(users.select_related("company") if hasattr(users, "select_related") else users)
     if not users:
         return
@@ -154,3 +157,62 @@ def credential_expiring(setting, kind: str, expires_at, days: int) -> None:
         f"{when}, in {days} days. After that, the sync stops.\n\n{renew}\n\n"
         f"App registration (client) ID: {setting.client_id}",
     )
+
+
+REMINDER_DAYS = (30, 7)
+LABELS = {"secret": "client secret", "certificate": "certificate"}
+EXPIRY_FIELDS = {"secret": "client_secret_expires_on", "certificate": "certificate_expires_at"}
+
+
+def remind_expiring(now=None) -> int:
+    """Email the site admins when the secret or certificate in use expires within 30, then
+    7 days; once each per secret or certificate (the row keeps what was sent; several
+    schedulers may run, and only the one whose update lands sends). Returns emails sent."""
+    now = now or timezone.now()
+    horizon = now + timedelta(days=max(REMINDER_DAYS))
+    candidates = DynamicsCrmSetting.objects.filter(
+        Q(
+            credential_type__in=[
+                DynamicsCrmSetting.CredentialType.SECRET,
+                DynamicsCrmSetting.CredentialType.DELEGATED,
+            ],
+            client_secret_expires_on__lte=horizon.date(),
+        )
+        | Q(
+            credential_type=DynamicsCrmSetting.CredentialType.CERTIFICATE,
+            certificate_expires_at__lte=horizon,
+        )
+    ).select_related("company")
+    sent = 0
+    for setting in candidates:
+        for kind, expires_at in setting.credential_expiries():
+            days_left = (expires_at - now) / timedelta(days=1)
+            if days_left <= 0:
+                continue  # expired: the failing syncs report it
+            due = min((d for d in REMINDER_DAYS if days_left <= d), default=None)
+            field = f"{kind}_reminded_days"
+            already = getattr(setting, field)
+            if due is None or (already is not None and already <= due):
+                continue
+            # Claimed only if nobody reminded meanwhile and the credential is still the same.
+            expiry_field = EXPIRY_FIELDS[kind]
+            claimed = DynamicsCrmSetting.objects.filter(
+                pk=setting.pk, **{field: already, expiry_field: getattr(setting, expiry_field)}
+            ).update(**{field: due})
+            if claimed:
+                setattr(setting, field, due)
+                # A secret's date is a calendar day; a certificate's, a moment.
+                days = (expires_at.date() - now.date()).days if kind == "secret" else int(days_left)
+                credential_expiring(setting, kind, expires_at, max(1, days))
+                sent += 1
+    return sent
+
+
+def expiry_notices(setting: DynamicsCrmSetting, now=None) -> list[dict]:
+    """For the integration page: the credentials in use that expire within 30 days, or did."""
+    now = now or timezone.now()
+    notices = []
+    for kind, expires_at in setting.credential_expiries():
+        if expires_at - now <= timedelta(days=max(REMINDER_DAYS)):
+            notices.append({"label": LABELS[kind], "at": expires_at, "expired": expires_at <= now})
+    return notices

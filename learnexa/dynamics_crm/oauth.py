@@ -32,7 +32,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from learnexa import encryption
-from learnexa.manage_site.access import site_admin_required
+from learnexa.accounts.access import site_admin_required
 
 from . import credentials, flow_states
 from .jobs import enqueue_sync

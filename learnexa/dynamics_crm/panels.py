@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from django.db.models import Q
 from django.urls import reverse
 
-from learnexa.manage_site.panels import banners, dashboard_panels, user_panels
+from learnexa.manage_site.panels import (
+    UserColumn,
+    banners,
+    dashboard_panels,
+    navigation,
+    user_columns,
+    user_panels,
+)
 
 from .models import DynamicsCrmSetting, SyncChange, SyncRun
 
@@ -90,7 +98,24 @@ def banner(company) -> list[tuple[str, str]]:
     return found
 
 
+def _linked(user) -> str:
+    return "Linked" if user.dynamics_systemuser_id or user.dynamics_contact_id else "—"
+
+
+# Linked to a Dynamics user or to a contact, whichever the company syncs.
+LINKED = Q(dynamics_systemuser_id__isnull=False) | Q(dynamics_contact_id__isnull=False)
+LINK_COLUMN = UserColumn(
+    key="link",
+    heading="Dynamics link",
+    fields=("dynamics_systemuser_id", "dynamics_contact_id"),
+    cell=_linked,
+    choices={"linked": ("Linked", LINKED), "unlinked": ("Not linked", ~LINKED)},
+)
+
+
 def register() -> None:
     dashboard_panels.append(dashboard)
     user_panels.append(user)
     banners.append(banner)
+    navigation.append(lambda: [("Integrate Dynamics CRM", reverse("dynamics_crm:integration"))])
+    user_columns.append(LINK_COLUMN)

@@ -7,8 +7,7 @@ claimed with a conditional update, so only one copy enqueues it.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import F, Q
@@ -16,45 +15,10 @@ from django.utils import timezone
 
 from .jobs import enqueue_sync, resume
 from .models import DynamicsCrmSetting, SyncRun
+from .notifications import remind_expiring
 
 logger = logging.getLogger(__name__)
 Frequency = DynamicsCrmSetting.Frequency
-
-
-def next_run_at(setting: DynamicsCrmSetting, after: datetime) -> datetime | None:
-    """The first moment after `after` that the company's schedule names, in its time zone."""
-    if setting.sync_frequency == Frequency.OFF:
-        return None
-    try:
-        zone = ZoneInfo(setting.company.time_zone or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = ZoneInfo("UTC")
-    local = after.astimezone(zone)
-    at = setting.sync_time
-    if setting.sync_frequency == Frequency.HOURLY:
-        candidate = local.replace(minute=at.minute, second=0, microsecond=0)
-        step = timedelta(hours=1)
-    else:
-        candidate = local.replace(hour=at.hour, minute=at.minute, second=0, microsecond=0)
-        step = timedelta(days=1)
-        if setting.sync_frequency == Frequency.WEEKLY:
-            candidate += timedelta(days=(setting.sync_weekday - candidate.weekday()) % 7)
-            step = timedelta(weeks=1)
-        elif setting.sync_frequency == Frequency.MONTHLY:
-            candidate = candidate.replace(day=setting.sync_monthday)
-            if candidate <= local:
-                year, month = divmod(candidate.month, 12)
-                candidate = candidate.replace(year=candidate.year + year, month=month + 1)
-            return _aware(candidate, zone)
-    while candidate <= local:
-        candidate += step
-    return _aware(candidate, zone)
-
-
-def _aware(local: datetime, zone: ZoneInfo) -> datetime:
-    # Arithmetic on a zoneinfo datetime keeps the wall time across daylight-saving changes;
-    # the offset is worked out afresh for the result.
-    return local.replace(tzinfo=zone).astimezone(UTC)
 
 
 def enqueue_due(now=None) -> list[SyncRun]:
@@ -138,8 +102,6 @@ def prune_history(now=None) -> int:
 
 
 def tick(now=None) -> dict:
-    from .credentials import remind_expiring
-
     return {
         "enqueued": [r.pk for r in enqueue_due(now)],
         "resumed": [r.pk for r in resume_abandoned(now) + requeue_orphans(now)],

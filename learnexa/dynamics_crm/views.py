@@ -13,9 +13,9 @@ from django.utils.csp import CSP
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from learnexa.manage_site.access import site_admin_required
+from learnexa.accounts.access import site_admin_required
 
-from . import credentials, oauth, sync
+from . import notifications, oauth, sync
 from .diagnostics import test_connection
 from .forms import ConnectionForm
 from .jobs import enqueue_sync
@@ -60,7 +60,7 @@ def integration(request):
             "runs": runs,
             "held": held,
             "redirect_uri": oauth.redirect_uri(request),
-            "expiries": credentials.expiry_notices(setting) if setting.pk else [],
+            "expiries": notifications.expiry_notices(setting) if setting.pk else [],
         },
     )
     _allow_sign_in_redirect(response, setting)

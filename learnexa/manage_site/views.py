@@ -11,10 +11,10 @@ from django.utils.timezone import localtime
 from django.views.decorators.http import require_POST
 
 from learnexa.accounts import invitations, sign_in
+from learnexa.accounts.access import site_admin_required
 from learnexa.accounts.models import User
 
-from .access import site_admin_required
-from .panels import dashboard_panels, render_panels, user_panels
+from .panels import dashboard_panels, render_panels, user_columns, user_panels
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +59,13 @@ def dashboard(request):
     return render(request, "manage_site/dashboard.html", context)
 
 
-FILTERS = {
-    "status": {"active": Q(is_active=True), "inactive": Q(is_active=False)},
-    "link": {
-        "linked": Q(dynamics_systemuser_id__isnull=False),
-        "unlinked": Q(dynamics_systemuser_id__isnull=True),
-    },
-}
+FILTERS = {"status": {"active": Q(is_active=True), "inactive": Q(is_active=False)}}
+
+
+def _filters() -> dict[str, dict[str, Q]]:
+    """The list's filters: its own, and one per column an integration added."""
+    added = {c.key: {value: q for value, (_, q) in c.choices.items()} for c in user_columns}
+    return {**FILTERS, **added}
 
 
 @site_admin_required
@@ -82,7 +82,7 @@ def users(request):
     if source in User.Source.values:
         users = users.filter(created_source=source)
     chosen = {}
-    for name, options in FILTERS.items():
+    for name, options in _filters().items():
         value = request.GET.get(name, "")
         if value in options:
             users = users.filter(options[value])
@@ -95,7 +95,7 @@ def users(request):
         "job_title",
         "is_active",
         "created_source",
-        "dynamics_systemuser_id",
+        *(field for column in user_columns for field in column.fields),
     )
     if query:
         # A substring search can't use an index: counting every match would scan the table a
@@ -112,6 +112,8 @@ def users(request):
         "manage_site/users.html",
         {
             "page": page,
+            "rows": [(user, [column.cell(user) for column in user_columns]) for user in page],
+            "columns": [(column, chosen.get(column.key, "")) for column in user_columns],
             "query": query,
             "source": source,
             "sources": User.Source.choices,

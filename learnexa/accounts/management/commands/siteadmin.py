@@ -6,9 +6,8 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.core.validators import validate_email
 
+from learnexa.accounts.commands import company_or_error
 from learnexa.accounts.models import User
-
-from ._lookup import company_or_error
 
 
 class Command(BaseCommand):

@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from ._lookup import company_or_error
+from learnexa.accounts.commands import company_or_error
 
 FIELDS = [
     "email",

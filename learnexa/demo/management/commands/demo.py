@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 from learnexa import encryption
 from learnexa.accounts.models import Company, User
 from learnexa.demo.processes import Processes, child_env, wait_for_info_file
+from learnexa.demo.simulator import connect_company
 from learnexa.dynamics_crm.jobs import enqueue_sync
 from learnexa.dynamics_crm.models import DynamicsCrmSetting, SyncRun
 
@@ -86,7 +87,18 @@ class Command(BaseCommand):
             env["LEARNEXA_BASE_URL"] = settings.LEARNEXA_BASE_URL = f"http://127.0.0.1:{port}"
 
             company, password = self._demo_company(data)
-            setting = self._connect(company, info)
+            setting = DynamicsCrmSetting.objects.filter(company=company).first()
+            # The demo company syncs every hour, and its people sign in with Microsoft; a
+            # second run keeps what the admin changed since.
+            fields = (
+                {}
+                if setting
+                else {
+                    "sync_frequency": DynamicsCrmSetting.Frequency.HOURLY,
+                    "learner_sign_in": DynamicsCrmSetting.LearnerSignIn.MICROSOFT,
+                }
+            )
+            setting = connect_company(company, info, **fields)
             if not SyncRun.objects.filter(company=company).exists():
                 enqueue_sync(setting, SyncRun.Trigger.SETTINGS_SAVED)
 
@@ -131,22 +143,6 @@ class Command(BaseCommand):
             login_file.write_text(json.dumps({"email": DEMO_ADMIN, "password": password}))
             login_file.chmod(0o600)
         return company, json.loads(login_file.read_text())["password"]
-
-    def _connect(self, company: Company, info: dict) -> DynamicsCrmSetting:
-        setting = DynamicsCrmSetting.objects.filter(company=company).first() or DynamicsCrmSetting(
-            company=company
-        )
-        setting.organization_uri = info["organization_uri"]
-        setting.authority_host = info["authority_host"]
-        setting.tenant_id = info["tenant_id"]
-        setting.client_id = info["client_id"]
-        setting.set_client_secret(info["client_secret"])
-        if setting.pk is None:
-            setting.sync_frequency = DynamicsCrmSetting.Frequency.HOURLY
-            setting.learner_sign_in = DynamicsCrmSetting.LearnerSignIn.MICROSOFT
-            setting.schedule_next()
-        setting.save()
-        return setting
 
     def _say_hello(self, port: int, password: str, info: dict, company: Company) -> None:
         self.stdout.write(

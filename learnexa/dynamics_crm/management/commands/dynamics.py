@@ -4,7 +4,7 @@ import sys
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from learnexa.accounts.management.commands._lookup import company_or_error
+from learnexa.accounts.commands import company_or_error
 from learnexa.dynamics_crm.forms import forget_delta_if_moved
 from learnexa.dynamics_crm.lookup import lookup_person
 from learnexa.dynamics_crm.models import DynamicsCrmSetting, SyncRun

@@ -1,3 +1,5 @@
+"""What the command-line commands about companies share, the integration's included."""
+
 from django.core.management.base import CommandError
 
 from learnexa.accounts.models import Company

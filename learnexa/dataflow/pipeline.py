@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 from collections.abc import Iterable, Iterator
@@ -43,7 +44,10 @@ class Prefetched[T](Iterator[T]):
             except BaseException as exc:  # handed over to the consumer, which re-raises it
                 put((None, exc))
 
-        self._producer = threading.Thread(target=produce, name="prefetch", daemon=True)
+        # The thread runs in the caller's context (contextvars: what its log lines carry).
+        self._producer = threading.Thread(
+            target=contextvars.copy_context().run, args=(produce,), name="prefetch", daemon=True
+        )
         self._producer.start()
 
     def __next__(self) -> T:

@@ -21,9 +21,9 @@ def keep_sqlite_files_private(sender, connection, **kwargs) -> None:
             continue
 
 
-class CoreConfig(AppConfig):
-    name = "learnexa.core"
-    label = "core"
+class DataflowConfig(AppConfig):
+    name = "learnexa.dataflow"
+    label = "dataflow"
     verbose_name = "Platform processes"
 
     def ready(self):

@@ -19,8 +19,9 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-# What cycles a page leaves (about 60 small objects: the HTTP exchange's) can wait; a
-# collection costs 60-70 ms whatever it finds, traversing the pages still in flight.
+# What cycles a page leaves (a few dozen small objects: the HTTP exchange's) can wait; a
+# collection costs as much whatever it finds, traversing the pages still in flight
+# (benchmarks/README.md has the figures).
 PAGES_PER_COLLECTION = 32
 SWITCH_INTERVAL = 0.001  # seconds; CPython's default is 0.005
 

@@ -1,0 +1,25 @@
+"""The Dynamics 365 integration's state: one settings row per company (setting.py), and its
+sync runs with their per-user changes (runs.py)."""
+
+from .runs import JSONTextField, SeenRecord, SyncChange, SyncRun
+from .setting import (
+    DynamicsCrmSetting,
+    lease_duration,
+    validate_authority_host,
+    validate_client_id,
+    validate_organization_uri,
+    validate_tenant_id,
+)
+
+__all__ = [
+    "DynamicsCrmSetting",
+    "JSONTextField",
+    "SeenRecord",
+    "SyncChange",
+    "SyncRun",
+    "lease_duration",
+    "validate_authority_host",
+    "validate_client_id",
+    "validate_organization_uri",
+    "validate_tenant_id",
+]

@@ -1,0 +1,223 @@
+"""A run's pages, each through the stages in turn:
+
+    fetch a page → map → match → plan → apply → record
+
+Pipelined, three pages at a time: while a page is written (apply, record) in the sync's own
+thread, the next one is fetched and mapped in the prefetch thread, and the one after it
+planned in the planning thread once it is matched. SQLite and the socket release the GIL
+while they work, so the three overlap.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
+
+from django.db import connection
+
+from learnexa.accounts.models import Company
+from learnexa.dataflow.pipeline import Prefetched
+
+from .. import sync as stages
+from ..dataverse import Page
+from ..mapping import MappedRecord, Mapping
+from ..models import SyncRun
+from .apply import PageTransactions
+from .context import SyncContext
+from .match import Candidates
+from .plan import NewUser, Plan
+
+
+class SliceEnded(Exception):
+    """The run used its time slice; it goes back in the queue and resumes from its page."""
+
+
+class PageFlow:
+    """How one run reads: `read` takes every page of a URL through the stages, in the
+    order of the methods below, and writes each with the run's checkpoint.
+
+    The stages are called as the package exports them (`sync.match_page`, …), so that a
+    test or a benchmark may wrap one. `serial` does all of it in the sync's own thread,
+    one step after the other (the benchmark's --serial): pages still share transactions
+    as prefetched ones do.
+    """
+
+    def __init__(
+        self,
+        run: SyncRun,
+        context: SyncContext,
+        *,
+        progress: Callable[[SyncRun], None] | None = None,
+        deadline: float | None = None,
+        after_page: Callable[[], None] = lambda: None,
+        serial: bool = False,
+    ):
+        self.run, self.context = run, context
+        self.progress, self.deadline, self.after_page = progress, deadline, after_page
+        self.serial = serial
+        self.transactions = PageTransactions()
+        # The run's counts before this flow; its client counts from zero.
+        self.base_requests, self.base_wait = run.requests, run.throttle_wait_seconds
+
+    def read(self, url: str, *, full: bool, track_changes: bool = False) -> None:
+        """Every page from `url` on. Each page is matched before the page ahead of it is
+        written, and planned in a second thread while it is. Should that write touch
+        anything the match looked at, the page is matched and planned again: the result is
+        always what matching after the write would have given."""
+        pages = self.pages(url, track_changes)
+        transactions = self.transactions
+        unwritten: tuple[Page, Plan] | None = None
+        with self.planner() as planner, closing(pages):
+            try:
+                while True:
+                    # Pages written while the next is at hand share a transaction; it is
+                    # committed before waiting on Dynamics, so as not to keep the database
+                    # locked meanwhile.
+                    if not getattr(pages, "ready", bool)():
+                        transactions.commit()
+                    if (item := next(pages, None)) is None:
+                        break
+                    page, mapped = item
+                    del item
+                    candidates = self.match(page, mapped)
+                    # In the run's log context (its id and company on every line).
+                    planned = planner.submit(
+                        contextvars.copy_context().run, self.plan, mapped, candidates, full
+                    )
+                    before, unwritten = unwritten, None
+                    if before:
+                        self.write(*before)
+                    plan = planned.result()
+                    if before and not candidates.keys.isdisjoint(before[1].written):
+                        candidates = self.match(page, mapped)
+                        plan = self.plan(mapped, candidates, full)
+                    unwritten = page, plan
+                    # Freeing the page written and this page's mapped records (hundreds of
+                    # thousands of objects) is Python work: left to the planning thread.
+                    done = [before, mapped, candidates]
+                    before = mapped = candidates = None
+                    planner.submit(done.clear)
+            finally:
+                # The last page; or, when reading the next one failed, the page before it,
+                # so that a retry resumes after it.
+                if unwritten:
+                    self.write(*unwritten)
+                transactions.commit()
+
+    def pages(self, url: str, track_changes: bool) -> Iterator[tuple[Page, list[MappedRecord]]]:
+        """Fetch a page and map it, the next one while this one is written (in the prefetch
+        thread). Not with a delegated sign-in: its token refresh writes the token cache to
+        the database, which belongs to the sync's own thread."""
+        pages = self.fetch_and_map(url, track_changes)
+        setting = self.context.setting
+        if setting.credential_type == setting.CredentialType.DELEGATED:
+            return pages
+        return _AtHand(pages) if self.serial else Prefetched(pages)
+
+    def fetch_and_map(self, url: str, track_changes: bool):
+        client, mapping = self.context.client, self.context.mapping
+        for page in client.pages(url, track_changes=track_changes):
+            yield page, mapping.map_page(page.rows)
+
+    def match(self, page: Page, mapped: list[MappedRecord]) -> Candidates:
+        context = self.context
+        return stages.match_page(context.company, mapped, context.link, page.deleted_ids)
+
+    def plan(self, mapped: list[MappedRecord], candidates: Candidates, full: bool) -> Plan:
+        """Plan a page and convert its rows for the database: in the planning thread, which
+        must not query the database."""
+        context = self.context
+        plan = stages.plan_page(
+            context.company,
+            mapped,
+            context.mapping,
+            candidates,
+            create_users=context.setting.create_users,
+        )
+        # The records a full read has seen, but for the users it creates: those are known
+        # present by their change record (see settle._plan_missing).
+        seen = []
+        if full:
+            at = NewUser.INDEX[plan.link]
+            created = {user.values[at] for user in plan.creates}
+            seen = [m.record_id for m in mapped if m.record_id and m.record_id not in created]
+        stages.prepare_plan(plan, self.run.pk, seen, connection)
+        return plan
+
+    def write(self, page: Page, plan: Plan) -> None:
+        """Apply a page's plan and record it with the run's progress; stop the run after it
+        when its time slice is used up."""
+        run, client = self.run, self.context.client
+        with self.transactions.page(last=not page.next_link):
+            stages.apply_plan(
+                run,
+                plan,
+                page,
+                requests=self.base_requests + client.requests,
+                throttle_wait=self.base_wait + client.throttle_wait_seconds,
+            )
+        self.after_page()
+        if self.progress:
+            self.progress(run)
+        if self.deadline and page.next_link and time.monotonic() >= self.deadline:
+            raise SliceEnded
+
+    def planner(self) -> ThreadPoolExecutor | _InThisThread:
+        """Where pages are planned: a thread of their own, or this one (serial)."""
+        if self.serial:
+            return _InThisThread()
+        return ThreadPoolExecutor(1, thread_name_prefix="sync-plan")
+
+
+def plan_changes(
+    company: Company,
+    records: list[MappedRecord],
+    mapping: Mapping,
+    *,
+    create_users: bool = True,
+    now=None,
+) -> Plan:
+    """Match one page's records and plan what happens to them, outside a run's flow (a
+    lookup of one person)."""
+    candidates = stages.match_page(company, records, mapping.source.link_field)
+    return stages.plan_page(
+        company, records, mapping, candidates, create_users=create_users, now=now
+    )
+
+
+class _AtHand:
+    """serial: pages fetched and mapped in the sync's own thread when asked for. Always
+    "ready", so that pages share transactions as they do when prefetched."""
+
+    def __init__(self, items):
+        self.items = iter(items)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self.items)
+
+    def ready(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+class _InThisThread:
+    """serial: plan each page in the sync's own thread, when it is submitted."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def submit(self, fn, *args, **kwargs) -> Future:
+        future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
