@@ -44,9 +44,13 @@ INSTALLED_APPS = [
     "learnexa.manage_site",
     "learnexa.dynamics_crm",
     "learnexa.demo",
+    "learnexa.ops",
 ]
 
 MIDDLEWARE = [
+    # First: each request's id (X-Request-ID, its log lines, the 500 page), and /healthz and
+    # /readyz answered before anything that could refuse or redirect a probe.
+    "learnexa.ops.middleware.OpsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -119,6 +123,9 @@ CSRF_COOKIE_HTTPONLY = True
 HTTPS = envbool("LEARNEXA_HTTPS")
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
 SECURE_SSL_REDIRECT = HTTPS and envbool("LEARNEXA_SSL_REDIRECT", "true")
+# Probes and scrapers are not redirected to HTTPS (a redirect would not keep a token safe:
+# it is sent with the first request).
+SECURE_REDIRECT_EXEMPT = [r"^healthz/?$", r"^readyz/?$", r"^metrics/?$"]
 SECURE_HSTS_SECONDS = 31536000 if HTTPS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
 SECURE_HSTS_PRELOAD = HTTPS and envbool("LEARNEXA_HSTS_PRELOAD", "true")
@@ -215,11 +222,37 @@ LEARNEXA_DYNAMICS_MAX_THROTTLE_WAIT = float(
     os.environ.get("LEARNEXA_DYNAMICS_MAX_THROTTLE_WAIT", "300")
 )
 LEARNEXA_DYNAMICS_BACKOFF_SECONDS = float(os.environ.get("LEARNEXA_DYNAMICS_BACKOFF_SECONDS", "1"))
+# --- Operations (learnexa.ops) ------------------------------------------------------------
+
+# Logs: readable text by default; LEARNEXA_LOG_FORMAT=json prints one JSON object per line
+# (time, level, logger, message, exception, and the context: run and company during a sync,
+# request_id during a request).
+LEARNEXA_LOG_FORMAT = os.environ.get("LEARNEXA_LOG_FORMAT", "text").strip().lower()
+# /metrics answers loopback clients, and scrapers presenting `Authorization: Bearer <token>`.
+LEARNEXA_METRICS_TOKEN = os.environ.get("LEARNEXA_METRICS_TOKEN", "")
+# Label the sync metrics with each company's slug (as many series as companies).
+LEARNEXA_METRICS_PER_COMPANY = envbool("LEARNEXA_METRICS_PER_COMPANY")
+# A finished run is added to the counters once it has been finished this long (by then a
+# run that failed on something transient is queued again, and counted when it is done).
+LEARNEXA_METRICS_SETTLE_SECONDS = float(os.environ.get("LEARNEXA_METRICS_SETTLE_SECONDS", "60"))
+# How often a worker records its heartbeat; it counts as gone after three times as long.
+LEARNEXA_HEARTBEAT_SECONDS = float(os.environ.get("LEARNEXA_HEARTBEAT_SECONDS", "15"))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "learnexa.ops.logs.ContextFilter"}},
+    "formatters": {
+        "plain": {"()": "learnexa.ops.logs.TextFormatter"},
+        "json": {"()": "learnexa.ops.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LEARNEXA_LOG_FORMAT == "json" else "plain",
+            "filters": ["context"],
+        }
+    },
     "loggers": {
         "learnexa": {
             "handlers": ["console"],
@@ -231,6 +264,9 @@ LOGGING = {
         # Server errors (500s) with their tracebacks: Django's own handlers only print them
         # with DEBUG on, so in production they would reach no log at all.
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+        # The worker's own lines (job started, finished, failed), in the same format.
+        "django_tasks_db": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django.tasks": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 }
 

@@ -3,6 +3,7 @@ from django.urls import include, path
 
 from learnexa.accounts import views as account_views
 from learnexa.accounts.login import LoginView
+from learnexa.ops import views as ops_views
 
 urlpatterns = [
     path("", account_views.home, name="home"),
@@ -17,4 +18,11 @@ urlpatterns = [
     ),
     path("manage/", include("learnexa.manage_site.urls")),
     path("dynamics_crm/", include("learnexa.dynamics_crm.urls")),
+    # Operations: a load balancer's probes, Prometheus (README, "Running it in production").
+    path("healthz", ops_views.healthz, name="healthz"),
+    path("readyz", ops_views.readyz, name="readyz"),
+    path("metrics", ops_views.metrics, name="metrics"),
 ]
+
+# The 500 page, with the request's id to quote.
+handler500 = "learnexa.ops.views.server_error"

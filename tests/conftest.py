@@ -129,3 +129,26 @@ def connection_form():
         }
 
     return form
+
+
+@pytest.fixture
+def queued_job(db):
+    """Put a sync job in the queue, waiting since `minutes` ago."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_tasks_db.models import DBTaskResult, get_date_max
+
+    def queue(minutes: float) -> None:
+        job = DBTaskResult.objects.create(
+            task_path="learnexa.dynamics_crm.jobs.sync_company",
+            args_kwargs={"args": [1], "kwargs": {}},
+            backend_name="default",
+            queue_name="default",
+            run_after=get_date_max(),
+        )
+        DBTaskResult.objects.filter(pk=job.pk).update(
+            enqueued_at=timezone.now() - timedelta(minutes=minutes)
+        )
+
+    return queue

@@ -16,6 +16,7 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from learnexa.dataflow.runtime import paged_run
+from learnexa.ops.logs import log_context
 
 from .. import notifications
 from ..credentials import AuthenticationError
@@ -79,7 +80,7 @@ def execute_run(
     run.setting = setting = DynamicsCrmSetting.objects.select_related("company").get(
         pk=run.setting_id
     )
-    with run_lease(run, setting):
+    with run_lease(run, setting), log_context(run=run.pk, company=setting.company.slug):
         run.retryable = run.will_retry = run.sliced = False
         deadline = time.monotonic() + time_slice if time_slice else None
         counted = run.requests, run.throttle_wait_seconds

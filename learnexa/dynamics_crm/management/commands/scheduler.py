@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
 from learnexa.dynamics_crm.schedule import tick
+from learnexa.ops import heartbeat
 
 
 class Command(BaseCommand):
@@ -25,20 +26,23 @@ class Command(BaseCommand):
     def handle(self, *args, loop: bool, interval: float, **options):
         self.running = True
         signal.signal(signal.SIGTERM, self._stop)
-        while True:
-            done = tick()
-            if done["enqueued"] or done["resumed"] or not loop:
-                self.stdout.write(
-                    f"queued {len(done['enqueued'])} sync(s), resumed {len(done['resumed'])}"
-                )
-            if not loop or not self.running:
-                return
-            try:
-                self._sleep(interval)
-            except KeyboardInterrupt:
-                return
-            # Drop a connection the database closed while we slept.
-            close_old_connections()
+        # With --loop, a heartbeat row (`learnexa status`, /metrics), beaten on each loop.
+        with heartbeat.for_scheduler(interval, loop=loop) as beat:
+            while True:
+                beat()
+                done = tick()
+                if done["enqueued"] or done["resumed"] or not loop:
+                    self.stdout.write(
+                        f"queued {len(done['enqueued'])} sync(s), resumed {len(done['resumed'])}"
+                    )
+                if not loop or not self.running:
+                    return
+                try:
+                    self._sleep(interval)
+                except KeyboardInterrupt:
+                    return
+                # Drop a connection the database closed while we slept.
+                close_old_connections()
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
