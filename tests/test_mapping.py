@@ -2,7 +2,8 @@ import json
 import uuid
 from pathlib import Path
 
-from learnexa.dynamics_crm.mapping import SYSTEMUSER_COLUMNS, clean_text, map_systemuser
+from learnexa.dynamics_crm.cleaning import clean_text
+from learnexa.dynamics_crm.mapping import SYSTEMUSER_COLUMNS, map_systemuser
 
 DESIGN_NOTE_RECORD = json.loads(
     (Path(__file__).parent / "fixtures" / "design_note_systemuser.json").read_text()
@@ -86,7 +87,7 @@ def test_the_quick_email_check_agrees_with_djangos_validator():
     from django.core.exceptions import ValidationError
     from django.core.validators import validate_email
 
-    from learnexa.dynamics_crm.mapping import _PLAIN_EMAIL, valid_email
+    from learnexa.dynamics_crm.cleaning import _PLAIN_EMAIL, valid_email
 
     addresses = [
         "ann.lee@contoso.com",
@@ -132,7 +133,7 @@ def test_the_quick_email_check_agrees_with_djangos_validator():
 
 
 def test_guids_are_kept_as_canonical_text_whatever_their_spelling():
-    from learnexa.dynamics_crm.mapping import parse_guid
+    from learnexa.dynamics_crm.cleaning import parse_guid
 
     canonical = "9025bbf4-3430-4d0c-bfcf-16f0bf7fbc80"
     for spelling in (canonical, canonical.upper(), f"{{{canonical}}}", canonical.replace("-", "")):
@@ -142,7 +143,7 @@ def test_guids_are_kept_as_canonical_text_whatever_their_spelling():
 
 
 def test_a_column_is_cleaned_exactly_as_its_values_one_by_one():
-    from learnexa.dynamics_crm.mapping import clean_column, clean_text
+    from learnexa.dynamics_crm.cleaning import clean_column, clean_text
 
     tricky = [
         "Ann",

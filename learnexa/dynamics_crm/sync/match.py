@@ -14,7 +14,8 @@ from django.db import connection
 
 from learnexa.accounts.models import Company, User
 
-from ..mapping import MappedRecord, parse_guid
+from ..cleaning import parse_guid
+from ..mapping import MappedRecord
 
 # The users fields holding Dynamics and Entra ID GUIDs.
 GUID_FIELDS = ("dynamics_systemuser_id", "dynamics_contact_id", "entra_object_id")
