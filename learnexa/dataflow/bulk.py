@@ -259,3 +259,130 @@ def allocate_ids(model: type[models.Model], count: int) -> list[int]:
             [meta.db_table, last + count],
         )
         return list(range(last + 1, last + count + 1))
+
+
+# -- set-based updates ------------------------------------------------------------------------
+
+# UPDATE … FROM came to SQLite in 3.33.0; older ones update through Django's bulk_update.
+SQLITE_UPDATE_FROM = (3, 33, 0)
+# Rows per UPDATE where the driver has no limit of its own on parameters (PostgreSQL's
+# protocol allows 65,535 per statement with server-side binding).
+MAX_UPDATE_PARAMS = 65535
+
+
+def supports_update_from(connection) -> bool:
+    if connection.vendor == "postgresql":
+        return True
+    if connection.vendor == "sqlite":
+        return connection.Database.sqlite_version_info >= SQLITE_UPDATE_FROM
+    return False
+
+
+def _pg_cast(field: models.Field, connection) -> str:
+    """The type a VALUES column is cast to on PostgreSQL: the column's own type, text for
+    character columns (a cast to varchar(n) would cut a longer value short instead of
+    failing as an assignment to the column does)."""
+    if field.get_internal_type() in ("CharField", "TextField", "EmailField", "SlugField"):
+        return "text"
+    return field.db_type(connection)
+
+
+def update_objects(
+    model: type[models.Model],
+    groups: dict[Sequence[str], Sequence[models.Model]],
+    also: Sequence[str] = (),
+    *,
+    connection=None,
+) -> None:
+    """Save, for each group, its fields (and the fields `also`) of its objects, with one
+    statement for all the groups: `UPDATE t SET f = v.f, … FROM (VALUES …) AS v WHERE t.pk =
+    v.pk`. A field that only some groups change is set from a flag column, to the new value
+    where the flag is true and to the column's own value elsewhere, so that a row keeps
+    the fields it did not change even if another writer changed them meanwhile.
+
+    Django's bulk_update writes, for every field, a CASE with one WHEN per object, which
+    the database evaluates for every row it updates: quadratic in the rows of a batch.
+    """
+    connection = connection or connections[router.db_for_write(model)]
+    groups = {tuple(fields): objs for fields, objs in groups.items() if objs}
+    if not groups:
+        return
+    if not supports_update_from(connection):
+        for fields, objs in groups.items():
+            model._base_manager.using(connection.alias).bulk_update(
+                objs, [*fields, *also], batch_size=500
+            )
+        return
+    meta = model._meta
+    names = list(dict.fromkeys([f for fields in groups for f in fields] + list(also)))
+    fields = [meta.get_field(name) for name in names]
+    flagged = [name for name in names if name not in also and not all(name in g for g in groups)]
+    # Columns of v: the primary key, each field's value, then a flag per flagged field.
+    width = 1 + len(fields) + len(flagged)
+    columns: list[list] = [[] for _ in range(width)]
+    for group, objs in groups.items():
+        present = set(group)
+        for obj in objs:
+            columns[0].append(obj.pk)
+        for index, field in enumerate(fields, start=1):
+            if field.name in present or field.name in also:
+                columns[index].extend(getattr(obj, field.attname) for obj in objs)
+            else:
+                columns[index].extend([None] * len(objs))
+        for index, name in enumerate(flagged, start=1 + len(fields)):
+            columns[index].extend([name in present] * len(objs))
+    for index, field in enumerate([meta.pk, *fields]):
+        convert = _converter(field, connection)
+        if convert is _uuid_hex:
+            columns[index] = _uuid_hex_column(columns[index])
+        elif convert is not None:
+            columns[index] = [None if v is None else convert(v) for v in columns[index]]
+    values = list(itertools.chain.from_iterable(zip(*columns, strict=True)))
+    count = len(columns[0])
+
+    limit = connection.features.max_query_params or MAX_UPDATE_PARAMS
+    per_statement = max(1, min(limit, MAX_UPDATE_PARAMS) // width)
+    with connection.cursor() as cursor:
+        for start in range(0, count, per_statement):
+            size = min(per_statement, count - start)
+            sql = update_from_sql(model, fields, flagged, size, connection)
+            params = values[start * width : (start + size) * width]
+            if connection.vendor == "sqlite":
+                _execute_qmark(cursor, sql, params)
+            else:
+                cursor.execute(sql, params)
+
+
+def update_from_sql(model, fields, flagged, rows: int, connection) -> str:
+    """The UPDATE … FROM (VALUES …) statement of update_objects, for `rows` rows."""
+    quote = connection.ops.quote_name
+    meta = model._meta
+    table, pk = quote(meta.db_table), quote(meta.pk.column)
+    postgres = connection.vendor == "postgresql"
+    if postgres:
+        # Named columns, each cast to its type: a parameter alone has none, and a column of
+        # NULLs would be text.
+        casts = [_pg_cast(f, connection) for f in [meta.pk, *fields]] + ["boolean"] * len(flagged)
+        row = "({})".format(", ".join(f"%s::{cast}" for cast in casts))
+        aliases = [
+            "id",
+            *(f"f{i}" for i in range(len(fields))),
+            *(f"s{i}" for i in range(len(flagged))),
+        ]
+        column = [f"v.{quote(a)}" for a in aliases]
+        source = f"(VALUES {', '.join([row] * rows)}) AS v({', '.join(quote(a) for a in aliases)})"
+    else:
+        # SQLite names the columns of VALUES column1, column2, …
+        row = "({})".format(", ".join(["?"] * (1 + len(fields) + len(flagged))))
+        column = [f"v.column{i}" for i in range(1, 2 + len(fields) + len(flagged))]
+        source = f"(VALUES {', '.join([row] * rows)}) AS v"
+    flag_of = {name: column[1 + len(fields) + i] for i, name in enumerate(flagged)}
+    sets = []
+    for index, field in enumerate(fields, start=1):
+        name = quote(field.column)
+        if field.name in flag_of:
+            value = f"CASE WHEN {flag_of[field.name]} THEN {column[index]} ELSE u.{name} END"
+        else:
+            value = column[index]
+        sets.append(f"{name} = {value}")
+    return f"UPDATE {table} AS u SET {', '.join(sets)} FROM {source} WHERE u.{pk} = {column[0]}"

@@ -9,6 +9,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import transaction
 from django.tasks import task
+from django.tasks.base import DEFAULT_TASK_PRIORITY
 from django.utils import timezone
 
 from .models import DynamicsCrmSetting, SyncRun
@@ -19,14 +20,29 @@ logger = logging.getLogger(__name__)
 # How long a run waits before trying again when another run of its company holds the lease.
 WAIT_BEHIND_RUNNING_SYNC = timedelta(seconds=20)
 
+# Fair queues. The task queue serves higher priorities first (then first in, first out), so
+# a large company's run is queued below the small ones: one priority step lower for every
+# USERS_PER_PRIORITY_STEP users it is expected to read (its last full read, or what this run
+# has read so far), down to LOWEST_PRIORITY. A company of fewer users keeps the default, so
+# small companies queued after a large one are served before it, between its slices.
+USERS_PER_PRIORITY_STEP = 5000
+LOWEST_PRIORITY = -50
+# A run of a company of unknown size (it never read Dynamics in full) yields its worker after
+# this much of its first slice, then goes back to the queue with a priority from what it read
+# meanwhile: a small company is done by then; a large one has shown its size.
+FIRST_SLICE_SECONDS = 10.0
+
 
 @task()
 def sync_company(run_id: int) -> dict:
     run = SyncRun.objects.select_related("setting", "company").filter(pk=run_id).first()
     if run is None or run.is_finished:
         return {"run": run_id, "status": run.status if run else "gone"}
+    time_slice = settings.LEARNEXA_SYNC_SLICE_SECONDS or None
+    if time_slice and not run.records and expected_users(run) is None:
+        time_slice = min(time_slice, FIRST_SLICE_SECONDS)
     try:
-        execute_run(run, time_slice=settings.LEARNEXA_SYNC_SLICE_SECONDS or None)
+        execute_run(run, time_slice=time_slice)
     except SyncAlreadyRunning:
         # Queue behind the running sync rather than run beside it; if that one's worker
         # died, its lease expires and this run takes over.
@@ -76,7 +92,36 @@ def resume(run: SyncRun) -> None:
     _enqueue(run)
 
 
+def expected_users(run: SyncRun) -> int | None:
+    """How many users the run is expected to read from Dynamics: the most of what the
+    company's last complete full read saw and what this run has read so far; None if the
+    company never read Dynamics in full and this run has read nothing yet."""
+    last = (
+        SyncRun.objects.filter(
+            setting_id=run.setting_id,
+            mode=SyncRun.Mode.FULL,
+            read_complete=True,
+            finished_at__isnull=False,
+        )
+        .exclude(pk=run.pk)
+        .order_by("-finished_at")
+        .values_list("records", flat=True)
+        .first()
+    )
+    if last is None and not run.records:
+        return None
+    return max(last or 0, run.records)
+
+
+def priority_for(run: SyncRun) -> int:
+    """The queue priority of the run's task (see USERS_PER_PRIORITY_STEP)."""
+    users = expected_users(run) or 0
+    return max(LOWEST_PRIORITY, DEFAULT_TASK_PRIORITY - users // USERS_PER_PRIORITY_STEP)
+
+
 def _enqueue(run: SyncRun, delay: timedelta | None = None) -> None:
-    job = sync_company.using(run_after=timezone.now() + delay) if delay else sync_company
-    result = job.enqueue(run.pk)
+    options = {"priority": priority_for(run)}
+    if delay:
+        options["run_after"] = timezone.now() + delay
+    result = sync_company.using(**options).enqueue(run.pk)
     SyncRun.objects.filter(pk=run.pk).update(task_id=str(result.id))

@@ -1,8 +1,9 @@
 """Apply and record: write a page's prepared plan, and the run's progress, in one transaction.
 
-Users are inserted with ids reserved beforehand and updated with one statement per set of
-changed fields; the change records, the records a full read has seen and the run's
-counters and checkpoint go with them. Pages written one after another share a transaction
+Users are inserted with ids reserved beforehand and updated with one statement for the
+page (an UPDATE … FROM a VALUES list, see dataflow.bulk.update_objects); the change
+records, the records a full read has seen and the run's counters and checkpoint go with
+them. Pages written one after another share a transaction
 (PageTransactions), so a run that stops leaves whole pages behind, never half of one.
 """
 
@@ -17,7 +18,7 @@ from django.db import transaction
 from django.db.models import F
 
 from learnexa.accounts.models import User
-from learnexa.dataflow.bulk import Rows, allocate_ids
+from learnexa.dataflow.bulk import Rows, allocate_ids, update_objects
 
 from .. import notifications
 from ..dataverse import Page
@@ -101,8 +102,8 @@ def apply_plan(run: SyncRun, plan: Plan, page: Page, *, requests: int, throttle_
         if not run.dry_run:
             if plan.creates:
                 _insert_users(plan)
-            for fields, users in plan.updates.items():
-                User.objects.bulk_update(users, [*fields, "updated_at"], batch_size=500)
+            # One UPDATE … FROM (VALUES …) for all of the page's updated users.
+            update_objects(User, plan.updates, also=["updated_at"])
         plan.seen_rows.insert()
         plan.change_rows.insert()
         counters = {n: F(n) + plan.counts[n] for n in SyncRun.COUNTERS if plan.counts[n]}
