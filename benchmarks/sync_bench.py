@@ -3,6 +3,7 @@
     uv run python benchmarks/sync_bench.py --users 100000 [--database sqlite|postgres]
                                            [--page-size 5000] [--seed 1] [--json]
                                            [--phases] [--serial] [--profile full.pstats]
+                                           [--latency PER_REQUEST_MS,PER_ROW_MS]
 
 One run measures, on the same data:
 
@@ -14,6 +15,15 @@ One run measures, on the same data:
                (b) the same rows written into a scratch copy of the `users` table with the
                database's fastest bulk path (executemany in one transaction on SQLite,
                COPY on PostgreSQL)
+
+--latency 400,0.2 sets the simulator's latency model before anything is timed: every Web
+API response then waits 400 ms plus 0.2 ms per record it returns, as a real organization
+takes seconds for a page of 5,000 (real figures vary by environment and load). The floor's
+fetch then waits the same way, and the report adds each sync's ratio to the floor's fetch
+alone: a sync that hides its own work (mapping, matching, writing) behind fetching takes
+the fetch's time. It also reads the simulator's request log to say where the full sync's
+extra time went: before its first Web API request, in requests the floor does not make,
+between page reads (the fetcher idle), and after the last response (the tail).
 
 The simulator runs as a separate process (its CPU and memory are not the sync's). The
 database is fresh: SQLite in a temporary folder, or a PostgreSQL database created for the
@@ -50,6 +60,7 @@ import time
 import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,6 +248,7 @@ def child_sync(args, info: dict) -> dict:
     rss_before = _current_rss_mb()
     profiler = cProfile.Profile() if args.profile and args.scenario == "full" else None
     with connection.execute_wrapper(count):
+        started_at = time.time()
         started, cpu_started = time.perf_counter(), time.process_time()
         if profiler:
             profiler.enable()
@@ -253,6 +265,8 @@ def child_sync(args, info: dict) -> dict:
     return {
         **extra,
         "seconds": seconds,
+        "started_at": started_at,
+        "ended_at": started_at + seconds,
         "cpu_seconds": cpu_seconds,
         "records": run.records,
         "pages": run.pages,
@@ -302,9 +316,12 @@ def child_mutate(args, info: dict) -> dict:
     return {"changed": len(changes), "disabled": sum(1 for c in changes if c[1] == "POST")}
 
 
-def floor_fetch(args, info: dict) -> tuple[float, int, int, list[bytes]]:
+def floor_fetch(args, info: dict, *, as_sync: bool = False) -> tuple[float, int, int, list[bytes]]:
     """Every page, fetched and parsed, nothing else. Returns (seconds, records, requests,
-    the raw pages, kept as bytes so that they cost the timed loop nothing)."""
+    the raw pages, kept as bytes so that they cost the timed loop nothing).
+
+    as_sync: ask for the pages exactly as a full sync does (formatted values, change
+    tracking), which makes the simulator's pages larger and slower to build and read."""
     import httpx
 
     from learnexa.demo.simulator import app_token
@@ -320,10 +337,12 @@ def floor_fetch(args, info: dict) -> tuple[float, int, int, list[bytes]]:
         verify=_ssl_context(info["ca_bundle"]), headers=headers, timeout=120, trust_env=False
     ) as client:
         token = app_token(info, client.post)
-        page_headers = {
-            "Authorization": f"Bearer {token}",
-            "Prefer": f"odata.maxpagesize={args.page_size}",
-        }
+        prefer = f"odata.maxpagesize={args.page_size}"
+        if as_sync:
+            from learnexa.dynamics_crm.dataverse import FORMATTED_VALUE
+
+            prefer += f',odata.include-annotations="{FORMATTED_VALUE}",odata.track-changes'
+        page_headers = {"Authorization": f"Bearer {token}", "Prefer": prefer}
         url = (
             f"{info['organization_uri']}/api/data/v9.2/systemusers"
             f"?$select={','.join(SYSTEMUSER_COLUMNS)}"
@@ -446,11 +465,19 @@ def floor_write(columns: list[str], rows: list[tuple]) -> float:
 
 
 def child_floor(args, info: dict) -> dict:
+    started_at = time.time()
     fetch_seconds, records, requests, raw_pages = floor_fetch(args, info)
     columns, rows = _floor_rows(raw_pages, _company().pk)
     del raw_pages
     write_seconds = floor_write(columns, rows)
+    as_sync = {}
+    if args.latency:  # the same pages, asked for as the sync asks for them
+        as_sync_started_at = time.time()
+        seconds = floor_fetch(args, info, as_sync=True)[0]
+        as_sync = {"fetch_as_sync_seconds": seconds, "as_sync_started_at": as_sync_started_at}
     return {
+        **as_sync,
+        "started_at": started_at,
         "fetch_seconds": fetch_seconds,
         "write_seconds": write_seconds,
         "records": records,
@@ -540,6 +567,9 @@ class Bench:
             "throttling",
             {"requests": 10**9, "concurrency": 1000, "execution_ms": 10**12},
         )
+        if self.args.latency:
+            per_request, per_row = self.args.latency
+            self.control("PUT", "latency", {"per_request_ms": per_request, "per_row_ms": per_row})
 
     def control(self, method: str, path: str, body: dict | None = None) -> dict:
         import httpx
@@ -577,7 +607,8 @@ class Bench:
             TMPDIR=str(self.tmp / "tmp"),
         )
         if self.args.database == "postgres":
-            self.pg_database = f"learnexa_bench_{os.getpid()}_{secrets.token_hex(3)}"
+            prefix = self.args.postgres_database_prefix
+            self.pg_database = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
             self._pg_admin(f'CREATE DATABASE "{self.pg_database}"')
             env["DATABASE_URL"] = f"{self.args.postgres_server}/{self.pg_database}"
         else:
@@ -615,6 +646,8 @@ class Bench:
             argv.append("--phases")
         if self.args.serial:
             argv.append("--serial")
+        if self.args.latency:
+            argv += ["--latency", ",".join(f"{v:g}" for v in self.args.latency)]
         self.child = subprocess.Popen(
             argv, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
         )
@@ -657,12 +690,27 @@ def measure(args) -> list[dict]:
         bench.prepare_environment()
         bench.run("setup")
         results = {}
+        timelines = {}
         say("full sync…")
+        bench.control("DELETE", "requests")
         results["full"] = bench.run("full")
+        log = bench.control("GET", "requests")["requests"]
+        timelines["full"] = timeline(log, results["full"])
         say("floor: bare fetch, bulk write…")
+        bench.control("DELETE", "requests")
         floor = bench.run("floor")
+        floor_log = bench.control("GET", "requests")["requests"]
+        split = floor.get("as_sync_started_at")
+        plain = [e for e in floor_log if split is None or _log_time(e) < split]
+        timelines["floor"] = timeline(plain, {"started_at": floor["started_at"]})
+        if split is not None:
+            later = [e for e in floor_log if _log_time(e) >= split]
+            timelines["floor as sync"] = timeline(later, {"started_at": split})
         say("no-change sync…")
+        bench.control("DELETE", "requests")
         results["nochange"] = bench.run("nochange")
+        log = bench.control("GET", "requests")["requests"]
+        timelines["nochange"] = timeline(log, results["nochange"])
         say(f"changing {CHANGED_FRACTION:.0%} of the users in Dynamics…")
         bench.run("mutate")
         say("incremental sync…")
@@ -678,6 +726,7 @@ def measure(args) -> list[dict]:
         )
     rows = []
     fetch, write = floor["fetch_seconds"], floor["write_seconds"]
+    fetch_as_sync = floor.get("fetch_as_sync_seconds")
     for scenario in SCENARIOS:
         r = results[scenario]
         rows.append(
@@ -694,6 +743,16 @@ def measure(args) -> list[dict]:
                 "floor_write_seconds": round(write, 3),
                 "ratio_to_floor_sum": round(r["seconds"] / (fetch + write), 2),
                 "ratio_to_floor_max": round(r["seconds"] / max(fetch, write), 2),
+                "ratio_to_floor_fetch": round(r["seconds"] / fetch, 3),
+                **(
+                    {
+                        "floor_fetch_as_sync_seconds": round(fetch_as_sync, 3),
+                        "ratio_to_floor_fetch_as_sync": round(r["seconds"] / fetch_as_sync, 3),
+                    }
+                    if fetch_as_sync
+                    else {}
+                ),
+                "latency": list(args.latency) if args.latency else None,
                 "requests": r["requests"],
                 "statements": r["statements"],
                 "peak_rss_mb": round(r["peak_rss_mb"], 1),
@@ -708,9 +767,64 @@ def measure(args) -> list[dict]:
                 "skipped": r["skipped"],
                 "floor_peak_rss_mb": round(floor["peak_rss_mb"], 1),
                 **({"phases": r["phases"]} if "phases" in r else {}),
+                **({"timeline": timelines[scenario]} if scenario in timelines else {}),
+                **(
+                    {
+                        "floor_timeline": timelines["floor"],
+                        "floor_as_sync_timeline": timelines.get("floor as sync"),
+                    }
+                    if scenario == "full"
+                    else {}
+                ),
             }
         )
     return rows
+
+
+def _log_time(entry: dict) -> float:
+    """A request log entry's start (Unix seconds, to the millisecond)."""
+    from datetime import datetime
+
+    stamp = datetime.strptime(entry["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    return stamp.replace(tzinfo=UTC).timestamp()
+
+
+def timeline(log: list[dict], result: dict) -> dict:
+    """Where a run's wall time went, from the simulator's request log (each Web API
+    request's start and its time in the simulator, latency included): before its first
+    request (head), in requests other than the pages of systemusers (extra), between the
+    page requests when none was in flight (idle), and after the last answer (tail)."""
+    webapi = [e for e in log if e.get("kind") == "webapi" and e.get("status")]
+    if not webapi:
+        return {}
+    spans = sorted((_log_time(e), _log_time(e) + e["duration_ms"] / 1000, e) for e in webapi)
+    pages = [s for s in spans if "/systemusers?" in s[2]["path"]]
+    extra = [s for s in spans if "/systemusers?" not in s[2]["path"]]
+    idle, busy_until = 0.0, spans[0][0]
+    for start, end, _ in spans:  # time with no Web API request in flight, after the first
+        idle += max(0.0, start - busy_until)
+        busy_until = max(busy_until, end)
+    out = {
+        "requests": len(spans),
+        "pages": len(pages),
+        "latency_seconds": round(sum(e.get("latency_ms", 0) for *_, e in spans) / 1000, 3),
+        # the simulator's own time building the answers (it shares the CPUs with the sync)
+        "server_seconds": round(
+            sum(e["duration_ms"] - e.get("latency_ms", 0) for *_, e in spans) / 1000, 3
+        ),
+        "extra_requests": [
+            f"{e['method']} {e['path'].split('/api/data/', 1)[-1][:60]} "
+            f"{e['duration_ms'] / 1000:.2f}s"
+            for *_, e in extra
+        ],
+        "extra_seconds_serial": round(sum(end - start for start, end, _ in extra), 3),
+        "head_seconds": round(spans[0][0] - result["started_at"], 3),
+        "webapi_span_seconds": round(busy_until - spans[0][0], 3),
+        "idle_seconds": round(idle, 3),
+    }
+    if "ended_at" in result:
+        out["tail_seconds"] = round(result["ended_at"] - busy_until, 3)
+    return out
 
 
 def print_table(rows: list[dict], args) -> None:
@@ -737,6 +851,41 @@ def print_table(rows: list[dict], args) -> None:
             f"{r['records']:>11,}{r['requests']:>9}{r['statements']:>11,}{r['peak_rss_mb']:>12.0f}"
             f"{r['ratio_to_floor_sum']:>15.2f}{r['ratio_to_floor_max']:>6.1f}  {outcome}"
         )
+    if first["latency"]:
+        per_request, per_row = first["latency"]
+        as_sync = first.get("floor_fetch_as_sync_seconds")
+        print(
+            f"\nunder latency ({per_request:g} ms per request + {per_row:g} ms per row): "
+            f"floor fetch {first['floor_fetch_seconds']:.2f} s"
+            + (f", as the sync asks (formatted values) {as_sync:.2f} s" if as_sync else "")
+        )
+        for r in rows:
+            print(
+                f"  {r['scenario']:<12}{r['seconds']:>8.2f} s  ÷ floor fetch "
+                f"{r['ratio_to_floor_fetch']:.3f}"
+                + (
+                    f"  ÷ as the sync asks {r['ratio_to_floor_fetch_as_sync']:.3f}"
+                    if as_sync
+                    else ""
+                )
+            )
+        for name, t in (
+            ("floor", first.get("floor_timeline")),
+            ("floor as sync", first.get("floor_as_sync_timeline")),
+            *((r["scenario"], r.get("timeline")) for r in rows),
+        ):
+            if not t:
+                continue
+            print(
+                f"  {name} timeline: head {t['head_seconds']:.2f} s, Web API busy "
+                f"{t['webapi_span_seconds'] - t['idle_seconds']:.2f} s ({t['requests']} "
+                f"requests, {t['pages']} pages, latency {t['latency_seconds']:.2f} s, simulator "
+                f"{t['server_seconds']:.2f} s), idle "
+                f"between requests {t['idle_seconds']:.2f} s"
+                + (f", tail {t['tail_seconds']:.2f} s" if "tail_seconds" in t else "")
+            )
+            if t["extra_requests"]:
+                print(f"    not in the floor: {'; '.join(t['extra_requests'])}")
     for r in rows:
         if "phases" in r:
             print(f"\n{r['scenario']}: seconds by step (nested steps are part of their parent)")
@@ -746,6 +895,18 @@ def print_table(rows: list[dict], args) -> None:
         f"(peak RSS includes ~{first['rss_before_mb']:.0f} MB of interpreter and Django before "
         f"the sync; the floor's process peaked at {first['floor_peak_rss_mb']:.0f} MB)"
     )
+
+
+def _latency(text: str) -> tuple[float, float]:
+    try:
+        per_request, per_row = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "expected PER_REQUEST_MS,PER_ROW_MS, e.g. 400,0.2"
+        ) from None
+    if not (0 <= per_request and 0 <= per_row):
+        raise argparse.ArgumentTypeError("latencies cannot be negative")
+    return per_request, per_row
 
 
 def main() -> None:
@@ -761,6 +922,18 @@ def main() -> None:
         "--postgres-server",
         default="postgres://postgres@127.0.0.1:5432",
         help="PostgreSQL server (no database name); a database is created and dropped on it",
+    )
+    parser.add_argument(
+        "--postgres-database-prefix",
+        default="learnexa_bench",
+        help="name of the database created for the run: PREFIX_<pid>_<random> (learnexa_bench)",
+    )
+    parser.add_argument(
+        "--latency",
+        type=_latency,
+        metavar="PER_REQUEST_MS,PER_ROW_MS",
+        help="set the simulator's latency model (e.g. 400,0.2) before anything is timed, and "
+        "report each sync against the floor's fetch under the same latency",
     )
     parser.add_argument(
         "--profile",

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 
+from .routing import Latency
 from .server import Simulator
 
 CONTROL_HELP = """\
@@ -41,6 +42,13 @@ JSON bodies):
                                            application user loses Read on the table (403)
   GET|PUT /_control/throttling             {"requests": 6000, "window_seconds": 300,
                                             "concurrency": 52, "execution_ms": 1200000}
+  GET|PUT /_control/latency                {"per_request_ms": 400, "per_row_ms": 0.2}: every
+                                           Web API response waits per_request_ms plus
+                                           per_row_ms for each record it returns (Entra ID
+                                           and the control API never wait); an omitted field
+                                           keeps its value; 400 for another field or a value
+                                           that is not a number in 0-600000 / 0-1000.
+                                           DELETE: no latency; reset: the start-up values
   POST   /_control/faults                  fault for the next Web API requests:
                                            {"kind": "status", "status": 429|500|503,
                                             "count": N, "retry_after": S}
@@ -100,7 +108,39 @@ JSON bodies):
                                            timestamp, kind, fault; for Entra and unrouted
                                            paths "credential": "client_secret",
                                            "client_assertion" or null, never the value)
-  POST   /_control/reset                   back to the initial state
+  POST   /_control/reset                   back to the initial state (also forgets the
+                                           webhook registrations and settings)
+  POST   /_control/contacts                contact columns -> 201 {"contactid": "..."}
+  PATCH  /_control/contacts/<id>           change columns of a contact
+  GET    /_control/webhooks                {"serviceendpoints": [...],
+                                            "sdkmessageprocessingsteps": [...],
+                                            "settings": {...}} (authvalue never shown)
+  PUT    /_control/webhooks/settings       {"retry_delay_seconds": 10, "timeout_seconds":
+                                            60, "ca_bundle": "<PEM file>"}: the delay before
+                                           the one retry after 502/503/504, the POST timeout,
+                                           and the only CA trusted for https endpoints (none
+                                           by default)
+  PUT    /_control/webhooks/privileges     {"register": false}: the application user lacks
+                                           prvCreateServiceEndpoint and
+                                           prvCreateSdkMessageProcessingStep (POSTs answer 403
+                                           0x80040220); {"deny": ["prvCreate..."]}: exactly
+                                           these; {"register": true}: all granted again
+  GET|DELETE /_control/webhooks/deliveries each POST made to an endpoint: url (no query),
+                                           message, entity, record_id, attempt, status,
+                                           error, statuscode (30 succeeded, 31 failed, 0
+                                           retry pending)
+
+webhooks: serviceendpoints (contract 8, authtype 4 WebhookKey -> ?code=<authvalue>, 5
+HttpHeader / 6 HttpQueryString -> <settings><setting name= value= /></settings>) and
+sdkmessageprocessingsteps (eventhandler_serviceendpoint@odata.bind, sdkmessageid@odata.bind,
+sdkmessagefilterid@odata.bind, stage, mode, filteringattributes) are created, listed and
+deleted through the Web API; sdkmessages and sdkmessagefilters can be read. When a user
+(create, PATCH, disable, enable, delete) or a contact (create, PATCH) changes through the
+control API, each matching step's endpoint gets a RemoteExecutionContext JSON POST from a
+background thread, at once; 502/503/504 get exactly one retry, anything else non-2xx fails.
+Outgoing https trusts no CA unless ca_bundle is set; plain http goes to loopback addresses
+only (a simulator's relaxation: Dataverse requires port 443 or 80, which registration
+enforces except on loopback).
 """
 
 DESCRIPTION = """\
@@ -116,6 +156,12 @@ tenant, served over HTTPS by one server:
               $top, $count, paging cookies, change tracking)
 
 The CA certificate to trust is written to the state directory (printed at start-up).
+
+Latency: by default the simulator answers at once. --latency-per-request-ms and
+--latency-per-row-ms (or PUT /_control/latency) make each Web API response wait a fixed time
+plus a time per record it returns, as a model of a real organization (a page of 5,000 users
+takes seconds there). Real figures vary by environment (region, tier, plug-ins, what the
+query asks for) and by load: measure yours before relying on any.
 """
 
 
@@ -162,7 +208,26 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="report ChangeTrackingEnabled=false and refuse odata.track-changes",
     )
+    parser.add_argument(
+        "--latency-per-request-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="latency model: every Web API response waits MS milliseconds (0; e.g. 400)",
+    )
+    parser.add_argument(
+        "--latency-per-row-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="latency model: and MS more per record it returns (0; e.g. 0.2). Real figures "
+        "vary by environment and load",
+    )
     args = parser.parse_args(argv)
+    try:  # before generating the users
+        Latency(args.latency_per_request_ms, args.latency_per_row_ms)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     started = time.perf_counter()
     sim = Simulator(
@@ -175,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         window_seconds=args.window,
         concurrency=args.concurrency,
         change_tracking=not args.no_change_tracking,
+        latency_per_request_ms=args.latency_per_request_ms,
+        latency_per_row_ms=args.latency_per_row_ms,
     )
     try:
         sim.start()

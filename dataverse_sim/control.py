@@ -169,6 +169,58 @@ def _reset(sim: Simulator, data: dict[str, Any]) -> Response:
     return json_response(200, _OK)
 
 
+def _set_latency(sim: Simulator, data: dict[str, Any]) -> Response:
+    # {"per_request_ms": 400, "per_row_ms": 0.2}; an omitted field keeps its value
+    return json_response(200, sim.latency.set(**data))
+
+
+def _get_latency(sim: Simulator, data: dict[str, Any]) -> Response:
+    return json_response(200, sim.latency.as_dict())
+
+
+def _clear_latency(sim: Simulator, data: dict[str, Any]) -> Response:
+    return json_response(200, sim.latency.clear())
+
+
+def _create_contact(sim: Simulator, data: dict[str, Any]) -> Response:
+    cid = sim.create_contact(**data)
+    return json_response(201, {"contactid": cid})
+
+
+def _update_contact(sim: Simulator, data: dict[str, Any], cid: str) -> Response:
+    return json_response(200, sim.update_contact(cid, **data))
+
+
+def _webhook_registrations(sim: Simulator, data: dict[str, Any]) -> Response:
+    return json_response(200, {**sim.webhooks.registrations(), "settings": sim.webhooks.settings()})
+
+
+def _webhook_settings(sim: Simulator, data: dict[str, Any]) -> Response:
+    return json_response(200, sim.webhooks.configure(**data))
+
+
+def _webhook_privileges(sim: Simulator, data: dict[str, Any]) -> Response:
+    unknown = sorted(set(data) - {"register", "deny"})
+    if unknown:
+        raise ValueError(f"unknown fields {unknown}; expected 'register' or 'deny'")
+    register = data.get("register")
+    return json_response(
+        200,
+        sim.webhooks.set_privileges(
+            register=None if register is None else bool(register), deny=data.get("deny")
+        ),
+    )
+
+
+def _webhook_deliveries(sim: Simulator, data: dict[str, Any]) -> Response:
+    return json_response(200, {"deliveries": sim.webhooks.delivery_log()})
+
+
+def _clear_webhook_deliveries(sim: Simulator, data: dict[str, Any]) -> Response:
+    sim.webhooks.clear_deliveries()
+    return json_response(200, _OK)
+
+
 # (methods, path under /_control/, handler(simulator, body, *{id} segments))
 ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "info", _info),
@@ -184,6 +236,9 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("PUT POST", "privileges", _set_privilege),
     ("PUT POST PATCH", "throttling", _set_throttling),
     ("GET", "throttling", _get_throttling),
+    ("PUT PATCH", "latency", _set_latency),
+    ("GET", "latency", _get_latency),
+    ("DELETE", "latency", _clear_latency),
     ("POST", "faults", _inject_fault),
     ("GET", "faults", _pending_faults),
     ("DELETE", "faults", _clear_faults),
@@ -198,6 +253,13 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "requests", _request_log),
     ("DELETE", "requests", _clear_request_log),
     ("POST", "reset", _reset),
+    ("POST", "contacts", _create_contact),
+    ("PATCH PUT", "contacts/{id}", _update_contact),
+    ("GET", "webhooks", _webhook_registrations),
+    ("PUT POST PATCH", "webhooks/settings", _webhook_settings),
+    ("PUT POST", "webhooks/privileges", _webhook_privileges),
+    ("GET", "webhooks/deliveries", _webhook_deliveries),
+    ("DELETE", "webhooks/deliveries", _clear_webhook_deliveries),
 )
 _TABLE = [(frozenset(methods.split()), tuple(path.split("/")), h) for methods, path, h in ROUTES]
 

@@ -1,10 +1,13 @@
 """Routing a request to the Web API or the Entra tenant, with the service protection
-limits and the injected faults that apply to it (the control API is in ``control``)."""
+limits, the injected faults and the latency model that apply to it (the control API is in
+``control``)."""
 
 from __future__ import annotations
 
 import json
+import math
 import secrets
+import threading
 import time
 from urllib.parse import parse_qsl
 
@@ -12,6 +15,93 @@ from .entra import AuthFailure
 from .http_util import Response, json_response, odata_error
 from .protection import Fault
 from .transport import RequestHandler
+
+ROW_MARKER = b'"@odata.etag":'  # every record the Web API returns has this key, once
+LATENCY_FIELDS = ("per_request_ms", "per_row_ms")
+MAX_PER_REQUEST_MS = 600_000.0  # ten minutes
+MAX_PER_ROW_MS = 1_000.0
+
+
+class Latency:
+    """How long the Web API takes to answer, as a model of a real organization: a fixed
+    ``per_request_ms`` plus ``per_row_ms`` for every record in the response (0 and 0, the
+    default: at once).  Entra ID and the control API are never delayed.
+
+    Real figures vary with the environment (region, tier, storage, plug-ins) and its load;
+    this is a model to measure whether a client hides its own work behind waiting, not a
+    prediction."""
+
+    def __init__(self, per_request_ms: float = 0.0, per_row_ms: float = 0.0) -> None:
+        self._lock = threading.Lock()
+        self._initial = self._validated(
+            {"per_request_ms": per_request_ms, "per_row_ms": per_row_ms}, (0.0, 0.0)
+        )
+        self._model = self._initial  # a tuple, replaced whole: read without the lock
+
+    @staticmethod
+    def _validated(data: dict, current: tuple[float, float]) -> tuple[float, float]:
+        unknown = sorted(set(data) - set(LATENCY_FIELDS))
+        if unknown:
+            raise ValueError(
+                f"unknown latency fields {unknown}; expected per_request_ms, per_row_ms"
+            )
+        values = list(current)
+        for i, (name, limit) in enumerate(
+            zip(LATENCY_FIELDS, (MAX_PER_REQUEST_MS, MAX_PER_ROW_MS), strict=True)
+        ):
+            if name not in data:
+                continue
+            value = data[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number of milliseconds")
+            if not math.isfinite(value) or not 0 <= value <= limit:
+                raise ValueError(f"{name} must be between 0 and {limit:g}")
+            values[i] = float(value)
+        return values[0], values[1]
+
+    def set(self, **fields: float) -> dict[str, float]:
+        """Change the model (an omitted field keeps its value); ``ValueError`` when a
+        field is unknown, not a number, negative or too large."""
+        with self._lock:
+            self._model = self._validated(fields, self._model)
+            return self.as_dict()
+
+    def clear(self) -> dict[str, float]:
+        """No latency at all."""
+        with self._lock:
+            self._model = (0.0, 0.0)
+            return self.as_dict()
+
+    def reset(self) -> None:
+        """Back to the model the simulator was started with (none unless given)."""
+        with self._lock:
+            self._model = self._initial
+
+    def as_dict(self) -> dict[str, float]:
+        per_request, per_row = self._model
+        return {"per_request_ms": per_request, "per_row_ms": per_row}
+
+    def delay_ms(self, resp: Response) -> tuple[float, int]:
+        """The delay for a response already built, and the records it holds."""
+        per_request, per_row = self._model
+        if not (per_request or per_row):
+            return 0.0, 0
+        rows = _rows_in(resp.body) if per_row else 0
+        return per_request + per_row * rows, rows
+
+
+def _rows_in(body: bytes) -> int:
+    """The records in a Web API response: each has one ``@odata.etag`` key (the exact bytes
+    ``"@odata.etag":`` cannot occur inside a JSON string, whose quotes are escaped). A
+    collection whose entries have no etag (EntityDefinitions) is counted by parsing it."""
+    rows = body.count(ROW_MARKER)
+    if rows or b'"value":[' not in body:
+        return rows
+    try:
+        value = json.loads(body).get("value")
+    except (ValueError, AttributeError):
+        return 0
+    return len(value) if isinstance(value, list) else 0
 
 
 class RequestRouting:
@@ -173,7 +263,9 @@ class RequestRouting:
                 log["status"] = 0
                 h.hard_close()
             if fault.kind in ("status", "redirect"):
-                h.send_response_obj(self._fault_response(h, fault), log)
+                resp = self._fault_response(h, fault)
+                self._delay(resp, log)
+                h.send_response_obj(resp, log)
                 return
         entra = self._require_entra()
         try:
@@ -192,6 +284,7 @@ class RequestRouting:
             else:
                 resp = odata_error(401, "", f"Bearer token validation failed. {exc.message}")
             resp.header("WWW-Authenticate", self._challenge())
+            self._delay(resp, log)
             h.send_response_obj(resp, log)
             return
         client = f"{claims.get('appid')}:{claims.get('oid')}"
@@ -199,6 +292,7 @@ class RequestRouting:
         if verdict is not None:
             resp = odata_error(429, verdict.code, verdict.message)
             resp.header("Retry-After", str(verdict.retry_after))
+            self._delay(resp, log)
             h.send_response_obj(resp, log)
             return
         started = time.perf_counter()
@@ -208,6 +302,8 @@ class RequestRouting:
             rest = path[len("/api/data/") :]
             version, _, sub = rest.partition("/")
             resp = self.webapi.handle(h.command, version, sub, query, h.headers, claims, body)
+            # within the request's execution time, as a real organization's would be
+            self._delay(resp, log)
         finally:
             self.protection.leave(client, (time.perf_counter() - started) * 1000)
         remaining, remaining_ms = self.protection.remaining(client)
@@ -215,6 +311,16 @@ class RequestRouting:
         resp.header("x-ms-ratelimit-time-remaining-xrm-requests", f"{remaining_ms:,}.00")
         resp.header("x-ms-service-request-id", secrets.token_hex(16))
         self._send_faulted(h, fault, resp, log)
+
+    def _delay(self, resp: Response, log: dict) -> None:
+        """Wait as the latency model says for this Web API response, once it is built (in
+        this request's thread, holding no lock)."""
+        delay_ms, rows = self.latency.delay_ms(resp)
+        if delay_ms <= 0:
+            return
+        log["latency_ms"] = round(delay_ms, 3)
+        log["rows"] = rows
+        time.sleep(delay_ms / 1000)
 
     def _fault_response(self, h: RequestHandler, fault: Fault) -> Response:
         if fault.kind == "redirect":

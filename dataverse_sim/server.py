@@ -29,10 +29,12 @@ from .control import ControlApi
 from .data import Store, make_tenant
 from .entra import Entra
 from .http_util import dumps
+from .layout import ORGANIZATION_ID, ROOT_BUSINESS_UNIT_ID
 from .protection import Fault, FaultQueue, Limits, ServiceProtection
-from .routing import RequestRouting
+from .routing import Latency, RequestRouting
 from .transport import RequestHandler, TLSServer, server_context
 from .webapi import WebApi
+from .webhooks import Webhooks
 
 INFO_KEYS = (
     "organization_uri",
@@ -60,6 +62,9 @@ class Simulator(RequestRouting, ControlApi):
             limits per client.
         change_tracking: whether ``systemuser`` reports ChangeTrackingEnabled and accepts
             ``Prefer: odata.track-changes``.
+        latency_per_request_ms, latency_per_row_ms: the latency model (``routing.Latency``):
+            every Web API response waits this long per request plus per record it returns
+            (0 = at once); ``reset()`` comes back to these values.
     """
 
     def __init__(
@@ -77,6 +82,8 @@ class Simulator(RequestRouting, ControlApi):
         change_tracking: bool = True,
         change_tracking_days: int = 30,
         log_size: int = 10_000,
+        latency_per_request_ms: float = 0.0,
+        latency_per_row_ms: float = 0.0,
     ) -> None:
         self.users = users
         self.seed = seed
@@ -98,6 +105,7 @@ class Simulator(RequestRouting, ControlApi):
         )
         self.protection = ServiceProtection(self.now, Limits(**self._default_limits.as_dict()))
         self.faults = FaultQueue()
+        self.latency = Latency(latency_per_request_ms, latency_per_row_ms)
         self.control_token = secrets.token_urlsafe(32)
         self._log: deque[dict[str, Any]] = deque(maxlen=log_size)
         self._log_lock = threading.Lock()
@@ -115,6 +123,14 @@ class Simulator(RequestRouting, ControlApi):
             change_tracking=change_tracking,
             change_tracking_days=change_tracking_days,
         )
+        self.webhooks = Webhooks(
+            clock=self.now,
+            base_url=lambda: self._base_url,
+            organization_id=ORGANIZATION_ID,
+            organization_name=f"unqsim{seed}",
+            business_unit_id=ROOT_BUSINESS_UNIT_ID,
+        )
+        self.webapi.webhooks = self.webhooks
 
     # ------------------------------------------------------------------ lifecycle
     def now(self) -> float:
@@ -161,6 +177,7 @@ class Simulator(RequestRouting, ControlApi):
         if server is None:
             return
         self._server = None
+        self.webhooks.stop()
         server.shutdown()
         server.close_all()
         server.server_close()
@@ -228,20 +245,40 @@ class Simulator(RequestRouting, ControlApi):
         os.replace(tmp, target)
 
     # ------------------------------------------------------------------ control (Python)
+    # Changes made here are events: registered webhooks are called (see webhooks.py).
     def create_user(self, **fields: Any) -> str:
-        return self.store.create_user(**fields)
+        sid = self.store.create_user(**fields)
+        self.webhooks.notify("Create", "systemuser", sid, self.store.get_user(sid))
+        return sid
 
     def update_user(self, user_id: str, **fields: Any) -> dict[str, Any]:
-        return self.store.update_user(user_id, **fields)
+        user = self.store.update_user(user_id, **fields)
+        changed = {k: user.get(k) for k in (*fields, "modifiedon")}
+        self.webhooks.notify("Update", "systemuser", user_id.lower(), changed)
+        return user
 
     def disable_user(self, user_id: str) -> dict[str, Any]:
-        return self.store.disable_user(user_id)
+        return self.update_user(user_id, isdisabled=True)
 
     def enable_user(self, user_id: str) -> dict[str, Any]:
-        return self.store.enable_user(user_id)
+        return self.update_user(user_id, isdisabled=False)
 
     def delete_user(self, user_id: str) -> None:
         self.store.delete_user(user_id)
+        self.webhooks.notify("Delete", "systemuser", user_id.lower())
+
+    def create_contact(self, **fields: Any) -> str:
+        cid = self.store.create_contact(**fields)
+        with self.store.lock:
+            record = self.store.contacts.record_dict(self.store.contacts.get(cid))
+        self.webhooks.notify("Create", "contact", cid, record)
+        return cid
+
+    def update_contact(self, contact_id: str, **fields: Any) -> dict[str, Any]:
+        contact = self.store.update_contact(contact_id.lower(), **fields)
+        changed = {k: contact.get(k) for k in (*fields, "modifiedon")}
+        self.webhooks.notify("Update", "contact", contact_id.lower(), changed)
+        return contact
 
     def get_user(self, user_id: str) -> dict[str, Any] | None:
         return self.store.get_user(user_id)
@@ -372,12 +409,14 @@ class Simulator(RequestRouting, ControlApi):
 
     def reset(self) -> None:
         """Back to the initial state: regenerated data, default limits, no faults, original
-        secret, clock not advanced, empty request log."""
+        secret, clock not advanced, empty request log, the start-up latency model."""
         self._clock_offset = 0.0
         self.store.generate()
         self.protection.reset(Limits(**self._default_limits.as_dict()))
         self.faults.clear()
+        self.latency.reset()
         self.webapi.read_denied.clear()
+        self.webhooks.reset()
         if self.entra is not None:
             self.entra.reset()
         self.clear_request_log()

@@ -55,6 +55,8 @@ class WebApi(MetadataResources, CollectionQueries, Writes):
         self.read_denied: set[str] = set()
         self.change_tracking_days = change_tracking_days
         self._oid_cache: dict[str, str] = {}
+        # serviceendpoints, sdkmessageprocessingsteps, ... (webhooks.Webhooks), if served.
+        self.webhooks = None
 
     @property
     def base_url(self) -> str:
@@ -94,6 +96,9 @@ class WebApi(MetadataResources, CollectionQueries, Writes):
                 return self._whoami(api, claims)
             if path.startswith("EntityDefinitions"):
                 return self._entity_definitions(api, path, raw_query)
+            if self.webhooks is not None and self.webhooks.handles(path):
+                caller = self.caller_id(claims) or ""
+                return self.webhooks.handle(method, api, path, raw_query, prefer, body, caller)
             return self._entity_request(method, api, path, raw_query, headers, prefer, claims, body)
         except ApiError as exc:
             return exc.response()

@@ -162,6 +162,8 @@ ADMIN_URLS = [*_urls(manage_urls, "manage_site"), *_urls(dynamics_urls, "dynamic
 # The redirect URI registered with Entra ID is also where a learner's Microsoft sign-in comes
 # back; without a flow of theirs in the session it refuses and sends them to sign in.
 SHARED_CALLBACK = reverse("dynamics_crm:authenticate")
+# Where Dynamics posts its webhook events: no session counts there, only the key.
+WEBHOOK = reverse("dynamics_crm:webhook", kwargs={"webhook_id": _sample("str")})
 
 
 @pytest.mark.django_db
@@ -173,6 +175,10 @@ def test_a_learner_gets_nothing_of_manage_site_or_the_integration(learner_client
         response = learner_client.get(url)
         assert response.status_code in (302, 400, 403, 404)
         assert not response.get("Location", "").startswith(("/manage", "/dynamics_crm"))
+        return
+    if url == WEBHOOK:
+        # A learner's session is no key: refused like a wrong key, and never queues a sync.
+        assert statuses == [405, 401], statuses
         return
     # Refused, or (for the method a view doesn't take, before it looks at who asks) 405;
     # never a page, never a redirect into it.

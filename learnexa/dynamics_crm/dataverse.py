@@ -195,6 +195,43 @@ class DataverseClient:
     def whoami(self) -> dict:
         return self.get(f"{self.api_root}/WhoAmI")
 
+    # -- writes (the webhook's registration; the sync itself only reads) -------------------
+
+    def post(self, url: str, body: dict) -> dict:
+        """Create a row; returns it (Prefer: return=representation), or {"@odata.id": ...}
+        from the OData-EntityId header when the server answers 204."""
+        response = self._write("POST", url, body)
+        if response.status_code == 204:
+            return {"@odata.id": response.headers.get("OData-EntityId", "")}
+        return self._json(response, response.content)
+
+    def delete(self, url: str) -> bool:
+        """Delete a row; False if it was gone already (404)."""
+        return self._write("DELETE", url, None, missing_ok=True).status_code != 404
+
+    def _write(
+        self, method: str, url: str, body: dict | None, *, missing_ok: bool = False
+    ) -> httpx.Response:
+        # Not retried: a create that timed out may have happened. Only a 401 gets one more
+        # try with a fresh token, as reads do.
+        if not hosts.same_origin(url, self.origin):
+            raise DataverseError(f"Refused to send the access token to {url.split('?')[0]}.")
+        headers = {"Prefer": "return=representation"} if method == "POST" else {}
+        for refreshed in (False, True):
+            headers["Authorization"] = f"Bearer {self.tokens.token()}"
+            self.requests += 1
+            try:
+                response = self._http.request(method, url, json=body, headers=headers)
+            except httpx.TransportError as exc:
+                raise DataverseError(self._network_advice(exc), retryable=True) from exc
+            if response.status_code == 401 and not refreshed:
+                self.tokens.invalidate()
+                continue
+            break
+        if response.status_code < 300 or (missing_ok and response.status_code == 404):
+            return response
+        raise self._error(response)
+
     # -- transport ----------------------------------------------------------------------
 
     def get(self, url: str, *, prefer: str | None = None) -> dict:

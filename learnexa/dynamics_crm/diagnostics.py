@@ -10,6 +10,7 @@ from .dataverse import DataverseError
 from .mapping import Mapping
 from .models import DynamicsCrmSetting
 from .sync import open_client
+from .webhooks import remember_organization_id
 
 
 @dataclass
@@ -36,6 +37,8 @@ def test_connection(setting: DynamicsCrmSetting) -> list[Check]:
                 )
             )
             who = client.whoami()
+            # The webhook checks that events come from this organization.
+            remember_organization_id(setting, who)
             checks.append(
                 Check(
                     "Reach Dynamics 365 (WhoAmI)",

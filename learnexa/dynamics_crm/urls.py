@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import callback, mapping_views, oauth, views
+from . import callback, mapping_views, oauth, views, webhook_views
 
 app_name = "dynamics_crm"
 urlpatterns = [
@@ -18,4 +18,8 @@ urlpatterns = [
     path("runs/<int:run_id>/status/", views.run_status, name="run_status"),
     path("runs/<int:run_id>/changes.csv", views.run_changes_csv, name="run_changes_csv"),
     path("runs/<int:run_id>/held/", views.decide_held, name="decide_held"),
+    # Where Dynamics posts (WebhookKey: ?code=<key>); no session.
+    path("webhook/<str:webhook_id>/", webhook_views.receive, name="webhook"),
+    path("webhook-key/rotate/", webhook_views.rotate, name="webhook_rotate"),
+    path("webhook-register/", webhook_views.register, name="webhook_register"),
 ]

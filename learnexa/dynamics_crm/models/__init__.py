@@ -10,6 +10,7 @@ from .setting import (
     validate_organization_uri,
     validate_tenant_id,
 )
+from .webhook import WebhookCounter
 
 __all__ = [
     "DynamicsCrmSetting",
@@ -22,4 +23,5 @@ __all__ = [
     "validate_client_id",
     "validate_organization_uri",
     "validate_tenant_id",
+    "WebhookCounter",
 ]

@@ -28,6 +28,7 @@ class SyncRun(models.Model):
         SCHEDULE = "schedule", "Schedule"
         COMMAND_LINE = "command_line", "Command line"
         LOOKUP = "lookup", "One person"
+        WEBHOOK = "webhook", "A change in Dynamics (webhook)"
 
     class Mode(models.TextChoices):
         FULL = "full", "Full reconciliation"

@@ -177,6 +177,18 @@ class DynamicsCrmSetting(models.Model):
     lease_owner = models.UUIDField(null=True, blank=True, editable=False)
     lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
 
+    # -- webhook (see webhooks.py): Dynamics posts to /dynamics_crm/webhook/<webhook_id>/
+    # with ?code=<key> (WebhookKey authentication). The key is a Fernet token like the
+    # secrets; the organization id (WhoAmI's OrganizationId) is what events must carry.
+    # NULL until a key is made: unique, and many companies have none yet.
+    webhook_id = models.CharField(max_length=32, unique=True, null=True, editable=False)  # noqa: DJ001
+    webhook_key_encrypted = models.TextField(blank=True, editable=False)
+    webhook_key_set_at = models.DateTimeField(null=True, blank=True, editable=False)
+    organization_id = models.CharField(max_length=36, blank=True, editable=False)
+    # What "Register automatically" created in Dynamics, to replace it the next time.
+    webhook_endpoint_id = models.CharField(max_length=36, blank=True, editable=False)
+    webhook_step_ids = models.JSONField(default=list, blank=True, editable=False)
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -5,7 +5,12 @@ from django.db import transaction
 from learnexa import encryption
 from learnexa.dynamics_crm.models import DynamicsCrmSetting
 
-ENCRYPTED_FIELDS = ["client_secret_encrypted", "certificate_key_encrypted", "token_cache_encrypted"]
+ENCRYPTED_FIELDS = [
+    "client_secret_encrypted",
+    "certificate_key_encrypted",
+    "token_cache_encrypted",
+    "webhook_key_encrypted",
+]
 
 
 class Command(BaseCommand):
