@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
@@ -35,6 +36,17 @@ class ApiError(Exception):
 
     def response(self) -> Response:
         return odata_error(self.status, self.code, self.message)
+
+
+def json_object(body: bytes) -> dict:
+    """A request body that must be a JSON object, or the 400 Dataverse answers."""
+    try:
+        data = json.loads(body.decode("utf-8") or "{}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "0x80040216", f"Invalid JSON in request body: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ApiError(400, "0x80040216", "The request body must be a JSON object.")
+    return data
 
 
 def query_error(message: str) -> ApiError:

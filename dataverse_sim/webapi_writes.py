@@ -3,26 +3,19 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from .http_util import Response, odata_response
 from .layout import READ_ONLY_COLUMNS
 from .tables import Table
-from .webapi_query import NOT_FOUND, ApiError, entity_type
+from .webapi_query import NOT_FOUND, ApiError, entity_type, json_object
 
 
 class Writes:
     """Creates, updates and deletes (mixed into ``WebApi``)."""
 
     def _json_body(self, body: bytes) -> dict[str, Any]:
-        try:
-            data = json.loads(body.decode("utf-8") or "{}")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, "0x80040216", f"Invalid JSON in request body: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ApiError(400, "0x80040216", "The request body must be a JSON object.")
-        return {k: v for k, v in data.items() if not k.startswith("@")}
+        return {k: v for k, v in json_object(body).items() if not k.startswith("@")}
 
     def _check_writable(self, table: Table, data: dict[str, Any]) -> None:
         for col in data:

@@ -47,7 +47,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 from xml.etree import ElementTree
 
 from .http_util import Response, odata_response
-from .webapi_query import NOT_FOUND, ApiError
+from .webapi_query import NOT_FOUND, ApiError, json_object
 
 ENTITY_SETS = ("serviceendpoints", "sdkmessageprocessingsteps", "sdkmessages", "sdkmessagefilters")
 MESSAGES = ("Create", "Update", "Delete")
@@ -240,7 +240,7 @@ class Webhooks:
             return self._list(api, name, [dict(r) for r in rows], raw_query, key)
         if method == "POST" and key is None:
             self._require_create(name, caller)
-            data = self._json(body)
+            data = json_object(body)
             created = (
                 self._create_endpoint(data)
                 if name == "serviceendpoints"
@@ -267,16 +267,6 @@ class Webhooks:
                 f"(Id={uuid.uuid5(uuid.NAMESPACE_URL, privilege)}) on OTC={otc} for entity "
                 f"'{logical}'. context.Caller={caller}",
             )
-
-    @staticmethod
-    def _json(body: bytes) -> dict[str, Any]:
-        try:
-            data = json.loads(body.decode("utf-8") or "{}")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, "0x80040216", f"Invalid JSON in request body: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ApiError(400, "0x80040216", "The request body must be a JSON object.")
-        return data
 
     def _messages(self) -> list[dict[str, Any]]:
         return [{"sdkmessageid": message_id(m), "name": m} for m in MESSAGES]
