@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib.auth.backends import ModelBackend
 
-from .models import CaseFolded, User
+from .models import User
 
 
 class EmailBackend(ModelBackend):
@@ -15,11 +15,7 @@ class EmailBackend(ModelBackend):
     def authenticate(self, request, username=None, password=None, **kwargs):
         if not username or not password:
             return None
-        # The email compared as the (email ignoring case, company) index has it; iexact
-        # can't use that index.
-        candidates = User.objects.annotate(email_key=CaseFolded("email")).filter(
-            email_key=username.strip().lower(), is_active=True
-        )[:10]
+        candidates = User.objects.with_email(username).filter(is_active=True)[:10]
         matches = [u for u in candidates if u.has_usable_password() and u.check_password(password)]
         if len(matches) == 1:
             return matches[0]

@@ -25,7 +25,7 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
 from . import sign_in
-from .models import CaseFolded, LinkRequest, User
+from .models import LinkRequest, User
 
 logger = logging.getLogger(__name__)
 
@@ -183,8 +183,8 @@ def deliver(email: str, base_url: str) -> None:
 def email_links(email: str, base_url: str) -> int:
     """Email a link to each account with `email` that may receive one; how many were sent."""
     users = (
-        User.objects.annotate(email_key=CaseFolded("email"))
-        .filter(email_key=email, is_active=True)
+        User.objects.with_email(email)
+        .filter(is_active=True)
         .select_related("company")
         .order_by("pk")[:MAX_ACCOUNTS_PER_EMAIL]
     )

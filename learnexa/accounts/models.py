@@ -43,13 +43,14 @@ class Company(models.Model):
 
 
 class UserManager(BaseUserManager["User"]):
+    def with_email(self, email: str) -> models.QuerySet[User]:
+        """Users with this email in any company (it is unique per company only), compared
+        case-insensitively, as the (email ignoring case, company) index has it."""
+        return self.annotate(email_key=CaseFolded("email")).filter(email_key=email.strip().lower())
+
     def for_email(self, company: Company, email: str) -> models.QuerySet[User]:
         """Users of `company` with this email, compared case-insensitively."""
-        return (
-            self.filter(company=company)
-            .annotate(email_key=CaseFolded("email"))
-            .filter(email_key=email.strip().lower())
-        )
+        return self.with_email(email).filter(company=company)
 
     def create_site_admin(self, company: Company, email: str, password: str, **fields) -> User:
         user = self.model(company=company, email=email.strip(), is_site_admin=True, **fields)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .models import CaseFolded, User
+from .models import User
 
 if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponse
@@ -66,9 +66,7 @@ class Route:
 
 
 def route(email: str, company_slug: str = "") -> Route:
-    people = User.objects.annotate(email_key=CaseFolded("email")).filter(
-        email_key=email.strip().lower(), is_active=True
-    )
+    people = User.objects.with_email(email).filter(is_active=True)
     if company_slug:
         people = people.filter(company__slug=company_slug)
     chosen = [(user, method_for(user)) for user in people.select_related("company")[:10]]

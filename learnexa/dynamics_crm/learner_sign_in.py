@@ -69,11 +69,12 @@ def method(user: User) -> sign_in.Method | None:
     """How a person this integration brought in signs in (see accounts.sign_in)."""
     if not (user.dynamics_systemuser_id or user.dynamics_contact_id):
         return None
-    choice = (
-        DynamicsCrmSetting.objects.filter(company_id=user.company_id)
-        .values_list("learner_sign_in", flat=True)
-        .first()
-    )
+    # Through the company, which keeps it: people sharing a company instance (a sync's
+    # welcome emails) cost one query, not one each.
+    try:
+        choice = user.company.dynamics_crm_setting.learner_sign_in
+    except DynamicsCrmSetting.DoesNotExist:
+        return None
     if choice == LearnerSignIn.NOT_YET:
         return sign_in.NOT_YET
     if choice == LearnerSignIn.MICROSOFT and user.entra_object_id:

@@ -89,6 +89,11 @@ def welcome(users) -> None:
     """Welcome the people a sync created; to those who sign in with a password they don't
     have yet, this email is their invitation (it carries the link)."""
     users = list(users.select_related("company") if hasattr(users, "select_related") else users)
+    # A sync's new users are all of one company: one instance, so that its settings are read
+    # once (sign_in.method_for asks them), not once per person.
+    companies = {}
+    for user in users:
+        user.company = companies.setdefault(user.company_id, user.company)
     if not users:
         return
     base = invitations.base_url()
