@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-import csv
 from urllib.parse import urlsplit
 
 from django.conf import settings as django_settings
 from django.contrib import messages
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
-from django.http import HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.csp import CSP
 from django.views.decorators.debug import sensitive_post_parameters
@@ -20,11 +17,7 @@ from .diagnostics import test_connection
 from .forms import ConnectionForm
 from .jobs import enqueue_sync
 from .lookup import lookup_person
-from .models import DynamicsCrmSetting, SyncChange, SyncRun
-
-
-def _company_run(request, run_id: int) -> SyncRun:
-    return get_object_or_404(SyncRun, pk=run_id, company=request.company)
+from .models import DynamicsCrmSetting, SyncRun
 
 
 @sensitive_post_parameters("client_secret", "certificate_passphrase")
@@ -49,16 +42,12 @@ def integration(request):
             run = enqueue_sync(setting, SyncRun.Trigger.SETTINGS_SAVED, full=True)
             messages.success(request, "Saved. A sync of your users has been queued.")
             return redirect("dynamics_crm:run_detail", run_id=run.pk)
-    runs = list(setting.runs.all()[:10]) if setting.pk else []
-    held = [run for run in runs if run.hold == SyncRun.Hold.HELD]
     response = render(
         request,
         "dynamics_crm/integration.html",
         {
             "form": form,
             "setting": setting if setting.pk else None,
-            "runs": runs,
-            "held": held,
             "redirect_uri": oauth.redirect_uri(request),
             "expiries": notifications.expiry_notices(setting) if setting.pk else [],
         },
@@ -150,109 +139,6 @@ def lookup(request):
         except sync.SyncAlreadyRunning as exc:
             messages.error(request, str(exc))
     return render(request, "dynamics_crm/lookup.html", {"email": email, "result": result})
-
-
-@site_admin_required
-def run_detail(request, run_id: int):
-    run = _company_run(request, run_id)
-    changes = run.changes.select_related("user").order_by("-pending", "action", "id")
-    action = request.GET.get("action", "")
-    if action in SyncChange.Action.values:
-        changes = changes.filter(action=action)
-    counts = [(name, getattr(run, name)) for name in SyncRun.COUNTERS]
-    return render(
-        request,
-        "dynamics_crm/run.html",
-        {
-            "run": run,
-            "changes": changes[:500],
-            "counts": counts,
-            "action": action,
-            "actions": SyncChange.Action.choices,
-        },
-    )
-
-
-@site_admin_required
-@require_POST
-def decide_held(request, run_id: int):
-    run = _company_run(request, run_id)
-    decision = request.POST.get("decision", "")
-    if decision not in ("approve", "reject"):
-        # Anything but an explicit choice would otherwise count as a rejection.
-        return HttpResponseBadRequest("The decision must be “approve” or “reject”.")
-    approve = decision == "approve"
-    # The run is locked from the check to the decision, so two admins deciding at once
-    # can't both go through: the second one is told what the first decided.
-    with transaction.atomic():
-        run = SyncRun.objects.select_for_update().get(pk=run.pk)
-        if run.hold != SyncRun.Hold.HELD:
-            messages.error(request, _already_decided(run))
-            return redirect("dynamics_crm:run_detail", run_id=run.pk)
-        done = sync.decide_held(run, approve=approve, by=request.user)
-    messages.success(
-        request,
-        f"Approved: {done} users deactivated." if approve else "Rejected: nobody was deactivated.",
-    )
-    return redirect("dynamics_crm:run_detail", run_id=run.pk)
-
-
-def _already_decided(run: SyncRun) -> str:
-    if run.hold == SyncRun.Hold.NONE:
-        return "This run has no held deactivations to decide on."
-    if run.hold == SyncRun.Hold.SUPERSEDED:
-        return "These held deactivations were superseded by a later full sync: nothing changed."
-    decided = "approved" if run.hold == SyncRun.Hold.APPROVED else "rejected"
-    who = f" by {run.hold_decided_by.email}" if run.hold_decided_by else ""
-    return f"This hold was already {decided}{who}: nothing changed."
-
-
-@site_admin_required
-def run_status(request, run_id: int):
-    run = _company_run(request, run_id)
-    data = run.summary()
-    data["status_label"] = run.get_status_display()
-    data["finished"] = run.is_finished
-    return JsonResponse(data)
-
-
-class _Echo:
-    def write(self, value):
-        return value
-
-
-@site_admin_required
-def run_changes_csv(request, run_id: int):
-    run = _company_run(request, run_id)
-    writer = csv.writer(_Echo())
-
-    def rows():
-        yield writer.writerow(
-            ["action", "pending", "email", "dynamics_systemuser_id", "fields", "reason"]
-        )
-        for change in run.changes.order_by("id").iterator(chunk_size=2000):
-            details = "; ".join(
-                f"{k}: {v[0] or ''} -> {v[1] or ''}" for k, v in change.fields.items()
-            )
-            yield writer.writerow(
-                [
-                    change.action,
-                    change.pending,
-                    _safe(change.email),
-                    change.systemuser_id or "",
-                    _safe(details),
-                    _safe(change.reason),
-                ]
-            )
-
-    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="dynamics-sync-{run.pk}.csv"'
-    return response
-
-
-def _safe(value: str) -> str:
-    # A cell starting with = + - @ is a formula in a spreadsheet: neutralize it.
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 @site_admin_required

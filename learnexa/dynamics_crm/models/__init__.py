@@ -1,6 +1,7 @@
 """The Dynamics 365 integration's state: one settings row per company (setting.py), and its
-sync runs with their per-user changes (runs.py)."""
+sync runs with their per-user changes (runs.py), and what admins did (audit.py)."""
 
+from .audit import AuditEvent
 from .runs import JSONTextField, SeenRecord, SyncChange, SyncRun
 from .setting import (
     DynamicsCrmSetting,
@@ -13,6 +14,7 @@ from .setting import (
 from .webhook import WebhookCounter
 
 __all__ = [
+    "AuditEvent",
     "DynamicsCrmSetting",
     "JSONTextField",
     "SeenRecord",

@@ -89,6 +89,10 @@ class SyncRun(models.Model):
     hold_decided_by = models.ForeignKey(
         User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    hold_decided_at = models.DateTimeField(null=True, blank=True)
+    # How many records the read is expected to return (Dataverse's row count), for a progress
+    # bar and an ETA; null when unknown.
+    expected_records = models.PositiveIntegerField(null=True, blank=True)
     # The read's end: set once every page was read, so "missing" can be trusted; then the
     # deactivations are settled (applied, or held for an admin) once.
     read_complete = models.BooleanField(default=False)
@@ -191,6 +195,16 @@ class SyncChange(models.Model):
     # A deactivation waits until the read is complete and the run's total is within the
     # company's limits; held ones wait for an admin.
     pending = models.BooleanField(default=False)
+    # A held deactivation decided one person at a time: who decided, and when.
+    decided_by = models.ForeignKey(
+        User,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["run", "action"])]
