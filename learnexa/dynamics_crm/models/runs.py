@@ -84,6 +84,8 @@ class SyncRun(models.Model):
     skipped = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
     throttle_wait_seconds = models.FloatField(default=0)
+    # Set while the run waits because Dynamics asked it to slow down (429), for the progress.
+    throttled_until = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     hold = models.CharField(max_length=12, choices=Hold.choices, blank=True, default="")
     hold_decided_by = models.ForeignKey(
