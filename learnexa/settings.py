@@ -159,7 +159,9 @@ TASKS = {
     }
 }
 
-# Email: printed to the console unless LEARNEXA_EMAIL_BACKEND says otherwise; for SMTP set
+# Email: printed to the console unless LEARNEXA_EMAIL_BACKEND says otherwise (the `learnexa`
+# command sets learnexa.cli.StderrConsoleEmailBackend, so its standard output stays its
+# result, JSON with --json, and its emails go to standard error); for SMTP set
 # LEARNEXA_EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend and the LEARNEXA_SMTP_*.
 MAILERS = {
     "default": {
@@ -205,6 +207,10 @@ LEARNEXA_DYNAMICS_CA_BUNDLE = os.environ.get("LEARNEXA_DYNAMICS_CA_BUNDLE", "")
 # Hosts, beyond Microsoft's cloud domains, that an organization URI or authority host may
 # use. Empty in production; the simulator's host in the demo and the tests.
 LEARNEXA_DYNAMICS_ALLOWED_HOSTS = envlist("LEARNEXA_DYNAMICS_ALLOWED_HOSTS")
+# Beside the demo, the `learnexa` command fills the two above from the demo's record in the
+# data folder (learnexa.demo.state_file), and this with the simulator's address once that
+# demo has stopped: a sync against it then fails at once, saying so.
+LEARNEXA_DEMO_SIMULATOR_STOPPED = ""
 # How long a sync may hold its company's lease without renewing it before another worker
 # may take over (the worker renews it after every page).
 LEARNEXA_SYNC_LEASE_SECONDS = int(os.environ.get("LEARNEXA_SYNC_LEASE_SECONDS", "300"))

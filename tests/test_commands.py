@@ -17,10 +17,15 @@ USER_KEYS = {
     "phone",
     "city",
     "country",
+    "employee_id",
+    "department",
     "is_active",
+    "is_site_admin",
     "created_source",
     "dynamics_systemuser_id",
+    "dynamics_contact_id",
     "entra_object_id",
+    "deactivated_by_sync_at",
 }
 COUNT_KEYS = {"created", "updated", "unchanged", "deactivated", "skipped", "failed"}
 
@@ -94,6 +99,15 @@ def test_configure_sync_and_list_users(company, simulator, monkeypatch):
     assert len(users) == summary["created"]
     assert all(set(u) == USER_KEYS for u in users)
     assert all(u["created_source"] == "dynamics_crm" and u["dynamics_systemuser_id"] for u in users)
+    # What the sync keeps current is listed too, as the database holds it.
+    stored = {
+        user.email: (user.employee_id, user.department, user.job_title)
+        for user in User.objects.filter(company=company)
+    }
+    assert any(u["department"] for u in users) and any(u["employee_id"] for u in users)
+    assert all(
+        (u["employee_id"], u["department"], u["job_title"]) == stored[u["email"]] for u in users
+    )
 
     delta = json.loads(run("dynamics", "sync", "acme", "--json"))
     assert delta["mode"] == "delta" and delta["records"] == 0 and delta["requests"] == 1
@@ -186,6 +200,57 @@ def test_company_add_takes_an_iana_time_zone():
 
 
 @pytest.mark.django_db
+def test_company_list_shows_each_company_with_its_users():
+    acme = Company.objects.create(slug="acme", name="Acme Corp", time_zone="Europe/Paris")
+    Company.objects.create(slug="globex", name="Globex")
+    User.objects.create(company=acme, email="a@acme.test", first_name="A")
+    User.objects.create(company=acme, email="b@acme.test", is_active=False)
+
+    listed = json.loads(run("company", "list", "--json"))
+    assert [
+        (c["slug"], c["name"], c["time_zone"], c["users"], c["active_users"]) for c in listed
+    ] == [
+        ("acme", "Acme Corp", "Europe/Paris", 2, 1),
+        ("globex", "Globex", "UTC", 0, 0),
+    ]
+    text = run("company", "list")
+    assert "acme\tAcme Corp\tEurope/Paris\t1 active of 2 users" in text
+
+
+@pytest.mark.django_db
+def test_company_list_without_companies_says_how_to_add_one():
+    assert json.loads(run("company", "list", "--json")) == []
+    assert "learnexa company add SLUG --name NAME" in run("company", "list")
+
+
+@pytest.mark.django_db
+def test_with_json_a_failure_is_one_json_object_on_stdout(setting):
+    for args in (("users", "list", "nope", "--json"), ("dynamics", "sync", "nope", "--json")):
+        out = io.StringIO()
+        with pytest.raises(CommandError, match="No company with the slug 'nope'"):
+            call_command(*args, stdout=out, stderr=io.StringIO())
+        assert "No company with the slug 'nope'" in json.loads(out.getvalue())["error"]
+
+    setting.set_client_secret("wrong")
+    setting.save()
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="client secret is wrong"):
+        call_command("dynamics", "sync", "acme", "--json", stdout=out, stderr=io.StringIO())
+    summary = json.loads(out.getvalue())
+    assert summary["status"] == "failed" and "client secret is wrong" in summary["error"]
+
+
+@pytest.mark.django_db
+def test_a_sync_of_the_stopped_demo_says_so_at_once_and_records_nothing(setting, settings):
+    settings.LEARNEXA_DEMO_SIMULATOR_STOPPED = setting.organization_uri.rstrip("/")
+    out = io.StringIO()
+    with pytest.raises(CommandError, match=r"Can't reach https://.*: is the demo running\?"):
+        call_command("dynamics", "sync", "acme", "--json", stdout=out, stderr=io.StringIO())
+    assert "is the demo running?" in json.loads(out.getvalue())["error"]
+    assert not setting.runs.exists()
+
+
+@pytest.mark.django_db
 def test_a_failed_sync_exits_non_zero_with_a_one_line_reason(setting):
     setting.set_client_secret("wrong")
     setting.save()
@@ -207,3 +272,21 @@ def test_the_scheduler_queues_due_companies_once(setting, django_capture_on_comm
     assert SyncRun.objects.filter(company=setting.company, trigger="schedule").count() == 1
     setting.refresh_from_db()
     assert setting.next_sync_at > timezone.now()
+
+
+@pytest.mark.django_db
+def test_on_a_terminal_a_sync_shows_its_progress_on_stderr_keeping_stdout_json(
+    setting, monkeypatch, capsys
+):
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    # The words are learnexa.dynamics_crm.progress's; the command shows them on one line.
+    monkeypatch.setattr(
+        "learnexa.dynamics_crm.management.commands.dynamics.describe",
+        lambda run: {"percent": 42.0, "text": f"{run.records} records so far"},
+    )
+    out = io.StringIO()
+    call_command("dynamics", "sync", "acme", "--json", stdout=out)
+    summary = json.loads(out.getvalue())
+    assert summary["status"] == "succeeded"
+    progress = capsys.readouterr().err
+    assert f"\r42 % · {summary['records']} records so far" in progress

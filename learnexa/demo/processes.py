@@ -17,7 +17,9 @@ class Processes:
         self.children: list[tuple[str, subprocess.Popen]] = []
 
     def start(self, name: str, argv: list[str]) -> subprocess.Popen:
-        child = subprocess.Popen([sys.executable, *argv], env=self.env)
+        # A group of its own: Ctrl-C reaches the demo alone, which then stops the children
+        # in order (the web app and the worker before the simulator they talk to).
+        child = subprocess.Popen([sys.executable, *argv], env=self.env, process_group=0)
         self.children.append((name, child))
         return child
 
@@ -31,13 +33,14 @@ class Processes:
         return None
 
     def stop(self) -> None:
+        """Stop the children, the last started first, each given its share of ten seconds:
+        the web app and the worker finish before the simulator they talk to goes."""
+        deadline = time.monotonic() + 10
         for _, child in reversed(self.children):
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for _, child in self.children:
             try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+                child.wait(timeout=max(0.1, (deadline - time.monotonic()) / 2))
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()

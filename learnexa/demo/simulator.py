@@ -24,8 +24,13 @@ def connect_company(company: Company, info: dict, **fields) -> DynamicsCrmSettin
     setting = DynamicsCrmSetting.objects.filter(company=company).first() or DynamicsCrmSetting(
         company=company
     )
+    previous_uri = setting.organization_uri
     for name in CONNECTION_FIELDS:
         setattr(setting, name, info[name])
+    # The simulator may be on another port than last time: a delta link to the old one
+    # would fail (the delta link is a URL on the organization).
+    if setting.pk and previous_uri and previous_uri != setting.organization_uri:
+        setting.forget_delta()
     for name, value in fields.items():
         setattr(setting, name, value)
     setting.set_client_secret(info["client_secret"])

@@ -1,20 +1,41 @@
-"""Browser walks: Playwright driving Debian's Chromium (never a downloaded browser)."""
+"""Browser walks: Playwright driving Debian's Chromium, or Playwright's own if one was
+installed; without either they are skipped, saying how to install one (a failure instead
+with LEARNEXA_REQUIRE_BROWSER=1, as in CI)."""
 
 import base64
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
+DEBIAN_CHROMIUM = "/usr/bin/chromium"
+NOT_FOUND = (
+    "Chromium not found: `sudo apt-get install chromium` or `uv run playwright install chromium`"
+)
 SCREENSHOTS = Path(__file__).resolve().parents[2] / ".ci-artifacts" / "screenshots"
 
 
+def find_chromium(playwright) -> str | None:
+    """LEARNEXA_CHROMIUM if set (and only it), else Debian's, else Playwright's download."""
+    if chosen := os.environ.get("LEARNEXA_CHROMIUM"):
+        return chosen if os.access(chosen, os.X_OK) else None
+    if os.access(DEBIAN_CHROMIUM, os.X_OK):
+        return DEBIAN_CHROMIUM
+    downloaded = playwright.chromium.executable_path
+    return downloaded if downloaded and os.access(downloaded, os.X_OK) else None
+
+
 @pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args):
+def browser_type_launch_args(browser_type_launch_args, playwright):
+    chromium = find_chromium(playwright)
+    if chromium is None:
+        if os.environ.get("LEARNEXA_REQUIRE_BROWSER", "").strip() in ("1", "true", "yes"):
+            pytest.fail(f"{NOT_FOUND} (LEARNEXA_REQUIRE_BROWSER is set)", pytrace=False)
+        pytest.skip(NOT_FOUND)
     return {
         **browser_type_launch_args,
-        "executable_path": CHROMIUM,
+        "executable_path": chromium,
         "args": [
             "--disable-background-networking",
             "--disable-component-update",

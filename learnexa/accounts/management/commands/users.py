@@ -1,9 +1,10 @@
 import json
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from learnexa.accounts.commands import company_or_error
 
+# Every field a sync keeps current, and how the user is linked to Dynamics and Entra ID.
 FIELDS = [
     "email",
     "first_name",
@@ -12,11 +13,17 @@ FIELDS = [
     "phone",
     "city",
     "country",
+    "employee_id",
+    "department",
     "is_active",
+    "is_site_admin",
     "created_source",
     "dynamics_systemuser_id",
+    "dynamics_contact_id",
     "entra_object_id",
+    "deactivated_by_sync_at",
 ]
+UUID_FIELDS = ("dynamics_systemuser_id", "dynamics_contact_id", "entra_object_id")
 
 
 class Command(BaseCommand):
@@ -29,7 +36,13 @@ class Command(BaseCommand):
         listing.add_argument("--json", action="store_true", help="Print one JSON array.")
 
     def handle(self, *args, action, company, json: bool = False, **options):
-        company = company_or_error(company)
+        try:
+            company = company_or_error(company)
+        except CommandError as exc:
+            if json:
+                # A failure is one JSON object too, so a script can always parse the output.
+                self.stdout.write(json_dumps({"error": str(exc)}))
+            raise
         rows = company.users.order_by("email").values(*FIELDS)
         if json:
             self._write_json(rows)
@@ -44,8 +57,10 @@ class Command(BaseCommand):
         # Streamed, so a company of a million users doesn't need them all in memory.
         self.stdout.write("[", ending="")
         for i, row in enumerate(rows.iterator(chunk_size=2000)):
-            for key in ("dynamics_systemuser_id", "entra_object_id"):
+            for key in UUID_FIELDS:
                 row[key] = str(row[key]) if row[key] else None
+            if row["deactivated_by_sync_at"]:
+                row["deactivated_by_sync_at"] = row["deactivated_by_sync_at"].isoformat()
             self.stdout.write(("," if i else "") + json_dumps(row), ending="")
         self.stdout.write("]")
 

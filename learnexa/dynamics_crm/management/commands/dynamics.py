@@ -1,6 +1,7 @@
 import json
 import sys
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
@@ -8,6 +9,7 @@ from learnexa.accounts.commands import company_or_error
 from learnexa.dynamics_crm.forms import forget_delta_if_moved
 from learnexa.dynamics_crm.lookup import lookup_person
 from learnexa.dynamics_crm.models import DynamicsCrmSetting, SyncRun
+from learnexa.dynamics_crm.progress import describe
 from learnexa.dynamics_crm.sync import SyncAlreadyRunning, execute_run
 
 
@@ -126,7 +128,12 @@ class Command(BaseCommand):
         )
 
     def handle_sync(self, *, company, full=False, dry_run=False, json: bool = False, **options):
-        setting = _setting_or_error(company)
+        try:
+            setting = _setting_or_error(company)
+        except CommandError as exc:
+            if json:
+                self.stdout.write(json_dumps({"company": company, "error": str(exc)}))
+            raise
         run = SyncRun.objects.create(
             setting=setting,
             company=setting.company,
@@ -134,12 +141,16 @@ class Command(BaseCommand):
             full=full,
             dry_run=dry_run,
         )
-        show_progress = not json and sys.stderr.isatty()
+        # Progress goes to standard error, so --json output on standard output stays JSON.
+        show_progress = sys.stderr.isatty()
         try:
             execute_run(run, progress=self._progress if show_progress else None)
         except SyncAlreadyRunning as exc:
             run.delete()
-            raise CommandError(f"{exc} Try again when it has finished.") from exc
+            message = f"{exc} Try again when it has finished."
+            if json:
+                self.stdout.write(json_dumps({"company": setting.company.slug, "error": message}))
+            raise CommandError(message) from exc
         if show_progress:
             sys.stderr.write("\n")
         if json:
@@ -163,10 +174,9 @@ class Command(BaseCommand):
             raise CommandError(result.error.splitlines()[0])
 
     def _progress(self, run: SyncRun) -> None:
-        sys.stderr.write(
-            f"\rpage {run.pages} · {run.records} records · created {run.created} · updated "
-            f"{run.updated} · deactivated {run.deactivated} · skipped {run.skipped}   "
-        )
+        progress = describe(run)
+        percent = "" if progress["percent"] is None else f"{progress['percent']:.0f} % · "
+        sys.stderr.write(f"\r{percent}{progress['text']}\033[K")
         sys.stderr.flush()
 
 
@@ -176,6 +186,13 @@ def _setting_or_error(slug: str) -> DynamicsCrmSetting:
     if setting is None:
         raise CommandError(
             f"{company.slug} isn't connected to Dynamics 365: run `learnexa dynamics configure {company.slug} ...` first."
+        )
+    # The demo's simulator, recorded in the data folder, while the demo isn't running: say
+    # so at once, rather than after a minute of retries and an email to the site admins.
+    stopped = settings.LEARNEXA_DEMO_SIMULATOR_STOPPED
+    if stopped and setting.organization_uri.rstrip("/").lower() == stopped.lower():
+        raise CommandError(
+            f"Can't reach {stopped}: is the demo running? Start it with `uv run learnexa demo`."
         )
     return setting
 
