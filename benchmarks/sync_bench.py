@@ -3,6 +3,7 @@
     uv run python benchmarks/sync_bench.py --users 100000 [--database sqlite|postgres]
                                            [--page-size 5000] [--seed 1] [--json]
                                            [--phases] [--serial] [--profile full.pstats]
+                                           [--profile-scenario full|nochange|incremental]
                                            [--latency PER_REQUEST_MS,PER_ROW_MS]
 
 One run measures, on the same data:
@@ -246,7 +247,9 @@ def child_sync(args, info: dict) -> dict:
             phases[key] += time.perf_counter() - started
 
     rss_before = _current_rss_mb()
-    profiler = cProfile.Profile() if args.profile and args.scenario == "full" else None
+    profiler = (
+        cProfile.Profile() if args.profile and args.scenario == args.profile_scenario else None
+    )
     with connection.execute_wrapper(count):
         started_at = time.time()
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -642,6 +645,7 @@ class Bench:
         ]
         if self.args.profile:
             argv += ["--profile", str(Path(self.args.profile).resolve())]
+            argv += ["--profile-scenario", self.args.profile_scenario]
         if self.args.phases:
             argv.append("--phases")
         if self.args.serial:
@@ -938,8 +942,14 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         metavar="FILE",
-        help="profile the full sync with cProfile into FILE (its timing then includes the "
+        help="profile one sync with cProfile into FILE (its timing then includes the "
         "profiler's overhead)",
+    )
+    parser.add_argument(
+        "--profile-scenario",
+        choices=("full", "nochange", "incremental"),
+        default="full",
+        help="the sync --profile profiles (full)",
     )
     parser.add_argument(
         "--phases",
