@@ -10,6 +10,7 @@ Dataverse's paging cookies, ``$count`` segments, reads by key and change trackin
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -94,6 +95,8 @@ class WebApi(MetadataResources, CollectionQueries, Writes):
                         f"The requested resource does not support http method '{method}'.",
                     )
                 return self._whoami(api, claims)
+            if path.startswith("RetrieveTotalRecordCount"):
+                return self._total_record_count(method, api, path, raw_query)
             if path.startswith("EntityDefinitions"):
                 return self._entity_definitions(api, path, raw_query)
             if self.webhooks is not None and self.webhooks.handles(path):
@@ -162,6 +165,58 @@ class WebApi(MetadataResources, CollectionQueries, Writes):
                 "BusinessUnitId": bu,
                 "UserId": user_id,
                 "OrganizationId": ORGANIZATION_ID,
+            },
+        )
+
+    def _total_record_count(self, method: str, api: str, path: str, raw_query: str) -> Response:
+        """RetrieveTotalRecordCount(EntityNames=['systemuser']), or with a parameter alias
+        (EntityNames=@p1, ?@p1=["systemuser"]): each table's row count. Dataverse's is a
+        snapshot up to a day old; here it is the count as it is now."""
+        if method != "GET":
+            raise ApiError(
+                405,
+                "0x80060888",
+                f"The requested resource does not support http method '{method}'.",
+            )
+        argument = path.removeprefix("RetrieveTotalRecordCount").strip()
+        if not (argument.startswith("(") and argument.endswith(")")):
+            raise query_error("RetrieveTotalRecordCount takes the parameter EntityNames.")
+        name, _, value = argument[1:-1].partition("=")
+        if name.strip() != "EntityNames":
+            raise query_error(f"The parameter '{name.strip()}' is not in scope.")
+        value = value.strip()
+        if value.startswith("@"):
+            value = dict(parse_qsl(raw_query)).get(value, "")
+        try:
+            names = json.loads(value.replace("'", '"'))
+        except ValueError:
+            names = None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise query_error("EntityNames must be a collection of logical names.")
+        by_logical = {t.logical_name: t for t in self.store.tables().values()}
+        counts = []
+        for logical in names:
+            table = by_logical.get(logical)
+            if table is None:
+                raise ApiError(
+                    404,
+                    "0x80041102",
+                    f"The entity with a name = '{logical}' with namemapping = 'Logical' was "
+                    "not found in the MetadataCache.",
+                )
+            with self.store.lock:
+                counts.append(len(table))
+        return odata_response(
+            200,
+            {
+                "@odata.context": f"{api}/$metadata"
+                "#Microsoft.Dynamics.CRM.RetrieveTotalRecordCountResponse",
+                "EntityRecordCountCollection": {
+                    "Count": len(names),
+                    "IsReadOnly": False,
+                    "Keys": names,
+                    "Values": counts,
+                },
             },
         )
 

@@ -315,7 +315,7 @@ def test_disconnect_removes_every_stored_credential_and_stops_the_schedule(
     setting.save()
     assert setting.next_sync_at is not None
 
-    response = admin_client.post(reverse("dynamics_crm:disconnect"))
+    response = admin_client.post(reverse("dynamics_crm:disconnect"), {"confirm": "yes"})
 
     assert response.status_code == 302
     setting.refresh_from_db()

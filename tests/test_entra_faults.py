@@ -249,7 +249,9 @@ def test_an_authority_no_longer_allowed_gets_nothing_and_the_admin_can_still_act
     # The page says so, and Resume and Disconnect still work.
     assert "no longer allowed" in text(admin_client.get(reverse("dynamics_crm:integration")))
     assert admin_client.post(reverse("dynamics_crm:resume_schedule")).status_code == 302
-    assert admin_client.post(reverse("dynamics_crm:disconnect")).status_code == 302
+    disconnect = reverse("dynamics_crm:disconnect")
+    assert "Disconnect" in text(admin_client.post(disconnect))  # the confirmation step
+    assert admin_client.post(disconnect, {"confirm": "yes"}).status_code == 302
     setting.refresh_from_db()
     assert not setting.has_client_secret
 

@@ -173,7 +173,14 @@ def test_held_deactivations_are_approved_from_the_runs_page(admin_client, settin
     page = admin_client.get(reverse("dynamics_crm:run_detail", args=[run.pk])).content.decode()
     assert "1 deactivations are held" in page and "leaver@acme.test" in page
 
-    admin_client.post(reverse("dynamics_crm:decide_held", args=[run.pk]), {"decision": "approve"})
+    url = reverse("dynamics_crm:decide_held", args=[run.pk])
+    # The button asks first, naming who would be deactivated; nothing is decided yet.
+    confirm = admin_client.post(url, {"decision": "approve"}).content.decode()
+    assert "Deactivate 1 person" in confirm and "leaver@acme.test" in confirm
+    learner.refresh_from_db()
+    assert learner.is_active
+    through = run.changes.get().pk
+    admin_client.post(url, {"decision": "approve", "confirm": "yes", "through": through})
 
     learner.refresh_from_db()
     run.refresh_from_db()
@@ -228,7 +235,8 @@ def test_a_held_decision_other_than_approve_or_reject_changes_nothing(
 def test_a_decided_hold_cant_be_decided_again(admin_client, setting, site_admin):
     run, learner = held_run(setting)
     url = reverse("dynamics_crm:decide_held", args=[run.pk])
-    admin_client.post(url, {"decision": "reject"})
+    through = run.changes.get().pk
+    admin_client.post(url, {"decision": "reject", "confirm": "yes", "through": through})
     run.refresh_from_db()
     assert run.hold == "rejected"
 
@@ -236,7 +244,9 @@ def test_a_decided_hold_cant_be_decided_again(admin_client, setting, site_admin)
     other = User.objects.create_site_admin(setting.company, "other@acme.test", ADMIN_PASSWORD)
     other_client = Client()
     other_client.force_login(other)
-    response = other_client.post(url, {"decision": "approve"}, follow=True)
+    response = other_client.post(
+        url, {"decision": "approve", "confirm": "yes", "through": through}, follow=True
+    )
     page = response.content.decode()
     assert "This hold was already rejected by admin@acme.test: nothing changed." in page
     assert "Approved:" not in page
@@ -368,16 +378,28 @@ def test_a_users_page_shows_the_dynamics_link_and_history_only_within_the_compan
     )
 
 
-@pytest.mark.django_db
-def test_the_dashboard_shows_the_integrations_problems(admin_client, setting):
-    SyncRun.objects.create(
+def held_people(setting, count):
+    """A held run whose `count` people wait for a decision."""
+    from learnexa.dynamics_crm.models import SyncChange
+
+    run = SyncRun.objects.create(
         setting=setting,
         company=setting.company,
         trigger="manual",
         status="succeeded",
         hold="held",
-        held=30,
+        held=count,
     )
+    SyncChange.objects.bulk_create(
+        SyncChange(run=run, email=f"held{i}@acme.test", action="deactivated", pending=True)
+        for i in range(count)
+    )
+    return run
+
+
+@pytest.mark.django_db
+def test_the_dashboard_shows_the_integrations_problems(admin_client, setting):
+    held_people(setting, 30)
     type(setting).objects.filter(pk=setting.pk).update(
         schedule_paused=True, consecutive_failures=5, last_error="The client secret has expired."
     )
@@ -392,14 +414,7 @@ def test_every_page_carries_a_banner_when_the_integration_needs_attention(admin_
     assert (
         "await your approval" not in admin_client.get(reverse("manage_site:users")).content.decode()
     )
-    SyncRun.objects.create(
-        setting=setting,
-        company=setting.company,
-        trigger="manual",
-        status="succeeded",
-        hold="held",
-        held=30,
-    )
+    held_people(setting, 30)
     type(setting).objects.filter(pk=setting.pk).update(schedule_paused=True)
     page = admin_client.get(reverse("manage_site:users")).content.decode()
     assert "Deactivations from Dynamics 365 await your approval" in page

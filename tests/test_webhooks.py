@@ -60,6 +60,8 @@ def hook(company):
         client_id="d0835aea-3d68-462f-91a7-38edbbe4ab6f",
         organization_id=ORG,
     )
+    setting.set_client_secret("a-client-secret")
+    setting.save()
     webhooks.ensure_key(setting)
     return setting
 
@@ -129,6 +131,15 @@ def test_a_wrong_key_or_an_unknown_address_is_401_and_leaves_no_trace(client, ho
 
 def test_another_organization_is_ignored(client, hook):
     response = call(client, hook, context(org="11111111-2222-3333-4444-555555555555"))
+    assert response.status_code == 202
+    assert not SyncRun.objects.exists()
+    assert counter(hook).ignored == 1 and counter(hook).received == 0
+
+
+def test_a_disconnected_company_queues_nothing(client, hook):
+    hook.forget_credentials()
+    hook.save()
+    response = call(client, hook)
     assert response.status_code == 202
     assert not SyncRun.objects.exists()
     assert counter(hook).ignored == 1 and counter(hook).received == 0

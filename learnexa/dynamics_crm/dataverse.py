@@ -195,6 +195,28 @@ class DataverseClient:
     def whoami(self) -> dict:
         return self.get(f"{self.api_root}/WhoAmI")
 
+    def record_count(self, logical_name: str) -> int:
+        """A table's row count from RetrieveTotalRecordCount (a snapshot up to a day old: an
+        estimate). One request, not retried nor waited for, so as to spend none of the run's
+        budget; raises DataverseError on failure."""
+        url = f"{self.api_root}/RetrieveTotalRecordCount(EntityNames=['{logical_name}'])"
+        self.requests += 1
+        try:
+            headers = {"Authorization": f"Bearer {self.tokens.token()}"}
+            response = self._http.get(url, headers=headers)
+        except httpx.TransportError as exc:
+            raise DataverseError(self._network_advice(exc), retryable=True) from exc
+        if response.status_code != 200:
+            raise self._error(response)
+        counts = self._json(response, response.content).get("EntityRecordCountCollection")
+        try:
+            value = int(dict(zip(counts["Keys"], counts["Values"], strict=True))[logical_name])
+        except (KeyError, TypeError, ValueError):
+            value = -1
+        if value < 0:
+            raise DataverseError(f"Dynamics gave no row count of {logical_name}.")
+        return value
+
     # -- writes (the webhook's registration; the sync itself only reads) -------------------
 
     def post(self, url: str, body: dict) -> dict:

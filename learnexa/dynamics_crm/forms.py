@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import zoneinfo
+from functools import cache
+
 from django import forms
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from . import hosts
@@ -10,6 +14,30 @@ from .models import DynamicsCrmSetting
 CredentialType = DynamicsCrmSetting.CredentialType
 # Largest upload read for a certificate or a key; real ones are a few kilobytes.
 MAX_CERTIFICATE_BYTES = 64 * 1024
+WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+@cache
+def time_zones() -> dict[str, str]:
+    """Every IANA time zone this system knows, by its lowercased name (reading them walks the
+    tz database, so once per process)."""
+    return {name.lower(): name for name in sorted(zoneinfo.available_timezones())}
+
+
+def _comparable(name: str, value) -> object:
+    """A connection field's value as the model stores it, so that retyping the same
+    organization with another spelling is not a change."""
+    if not isinstance(value, str):
+        return value
+    value = value.strip()
+    try:
+        if name == "organization_uri":
+            return hosts.normalize_organization_uri(value)
+        if name == "authority_host":
+            return hosts.normalize_authority_host(value)
+    except hosts.HostNotAllowed:
+        return value
+    return value.lower() if name == "client_id" else value
 
 
 def forget_delta_if_moved(setting: DynamicsCrmSetting, previous_uri: str) -> None:
@@ -37,6 +65,26 @@ class ConnectionForm(forms.ModelForm):
         CredentialType.CERTIFICATE: ("certificate", "certificate_key", "certificate_passphrase"),
         CredentialType.DELEGATED: ("client_secret", "client_secret_expires_on"),
     }
+    # The schedule's fields, and the frequencies each one applies to (None: all of them).
+    SCHEDULE_FIELDS = {
+        "sync_frequency": None,
+        "sync_weekday": ("weekly",),
+        "sync_monthday": ("monthly",),
+        "sync_time": ("hourly", "daily", "weekly", "monthly"),
+        "time_zone": ("hourly", "daily", "weekly", "monthly"),
+        "full_sync_interval_days": None,
+    }
+    # A sync of the changes reads only people changed in Dynamics since the last sync: after
+    # a change to these, everyone must be read again for it to apply to all.
+    FULL_SYNC_FIELDS = (
+        *CONNECTION_FIELDS,
+        "credential_type",
+        "client_secret",
+        "certificate",
+        "certificate_key",
+        "create_users",
+        "deactivate_missing",
+    )
 
     client_secret = forms.CharField(
         label="Client secret",
@@ -64,6 +112,16 @@ class ConnectionForm(forms.ModelForm):
         strip=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
         help_text="Used once to read the key; the key is then stored encrypted.",
+    )
+    time_zone = forms.CharField(
+        label="Time zone",
+        required=False,
+        max_length=64,
+        widget=forms.TextInput(
+            attrs={"list": "time-zones", "autocomplete": "off", "spellcheck": "false"}
+        ),
+        help_text="The company's: the schedule's times are in it. A name from the list, "
+        "such as Europe/Paris, America/New_York or UTC.",
     )
 
     class Meta:
@@ -114,6 +172,7 @@ class ConnectionForm(forms.ModelForm):
             "client_secret_expires_on": "As shown under Certificates & secrets; the site "
             "admins are emailed 30 and 7 days before.",
             "sync_time": "Hourly syncs run at this minute past the hour.",
+            "sync_weekday": "",
             "full_sync_interval_days": "Between these, scheduled syncs read only the changes.",
             "deactivation_limit_count": "A run that would deactivate more waits for your approval.",
             "learner_sign_in": "With Microsoft, people with an account in your tenant sign in "
@@ -123,21 +182,7 @@ class ConnectionForm(forms.ModelForm):
         }
         widgets = {
             "sync_time": forms.TimeInput(attrs={"type": "time"}),
-            "sync_weekday": forms.Select(
-                choices=list(
-                    enumerate(
-                        [
-                            "Monday",
-                            "Tuesday",
-                            "Wednesday",
-                            "Thursday",
-                            "Friday",
-                            "Saturday",
-                            "Sunday",
-                        ]
-                    )
-                )
-            ),
+            "sync_weekday": forms.Select(choices=list(enumerate(WEEKDAYS))),
             "organization_uri": forms.URLInput(
                 attrs={"placeholder": "https://contoso.crm.dynamics.com"}
             ),
@@ -158,6 +203,11 @@ class ConnectionForm(forms.ModelForm):
         self.fields["credential_type"].required = False
         self.fields["learner_sign_in"].required = False
         self.original_learner_sign_in = instance.learner_sign_in
+        # The time zone is the company's (also used elsewhere), edited here for the schedule.
+        self.company = getattr(instance, "company", None)
+        self.original_time_zone = (self.company.time_zone if self.company else "") or "UTC"
+        self.fields["time_zone"].initial = self.original_time_zone
+        self.fields["sync_time"].label = f"At ({self.original_time_zone} time)"
 
     # -- groups, for the template -------------------------------------------------------
 
@@ -170,13 +220,81 @@ class ConnectionForm(forms.ModelForm):
     def certificate_fields(self):
         return [self[name] for name in self.CREDENTIAL_FIELDS[CredentialType.CERTIFICATE]]
 
+    def schedule_rows(self):
+        """(field, the frequencies it applies to as "weekly monthly", or "" for all)."""
+        return [
+            (self[name], " ".join(frequencies or ()))
+            for name, frequencies in self.SCHEDULE_FIELDS.items()
+        ]
+
     def other_fields(self):
-        mine = {*self.CONNECTION_FIELDS, "credential_type"}
+        mine = {*self.CONNECTION_FIELDS, "credential_type", *self.SCHEDULE_FIELDS}
         for names in self.CREDENTIAL_FIELDS.values():
             mine.update(names)
         return [field for field in self if field.name not in mine]
 
+    def time_zone_names(self) -> list[str]:
+        return list(time_zones().values())
+
+    def error_summary(self) -> list[dict]:
+        """What stopped the save, in the page's order: each field's label, messages and the
+        id of its input (to link to), after the errors of no one field."""
+        items = [{"id": "", "label": "", "message": str(e)} for e in self.non_field_errors()]
+        for field in self:
+            if field.errors:
+                message = " ".join(str(e) for e in field.errors)
+                items.append({"id": field.auto_id, "label": field.label, "message": message})
+        return items
+
+    def fields_in_error(self) -> int:
+        return sum(1 for field in self if field.errors)
+
+    # -- what a save changes -----------------------------------------------------------
+
+    def changed_fields(self) -> list[str]:
+        """The names of the fields a valid form changes. Secrets appear by name only; what
+        a post leaves out (the credential kind, the sign-in, the time zone) keeps its value."""
+        kept_if_absent = {
+            "credential_type": self.original_type,
+            "learner_sign_in": self.original_learner_sign_in,
+            "time_zone": self.original_time_zone,
+        }
+        changed = []
+        for name in self.changed_data:
+            value = self.cleaned_data.get(name)
+            if name in kept_if_absent:
+                if value == kept_if_absent[name]:
+                    continue
+            elif name in self.CONNECTION_FIELDS:
+                original = self.original_connection[self.CONNECTION_FIELDS.index(name)]
+                if _comparable(name, value) == _comparable(name, original):
+                    continue
+            elif name == "certificate_passphrase" and not self.cleaned_data.get("certificate"):
+                continue  # a passphrase alone changes nothing: it only opens an upload
+            changed.append(name)
+        return changed
+
+    def full_sync_fields(self, changed: list[str]) -> list[str]:
+        return [name for name in changed if name in self.FULL_SYNC_FIELDS]
+
+    def labels(self, names: list[str]) -> list[str]:
+        return [str(self.fields[name].label) for name in names]
+
     # -- validation ---------------------------------------------------------------------
+
+    def clean_time_zone(self) -> str:
+        value = self.cleaned_data.get("time_zone", "").strip()
+        if not value:
+            if self.add_prefix("time_zone") in self.data:
+                raise ValidationError("Choose the company's time zone, e.g. Europe/Paris or UTC.")
+            return self.original_time_zone
+        name = time_zones().get(value.lower())
+        if name is None:
+            raise ValidationError(
+                f"“{value}” isn't a time zone: choose one from the list, such as "
+                "Europe/Paris, America/New_York or UTC."
+            )
+        return name
 
     def _keeps(self, group: str, kind: str) -> bool:
         """Whether what is saved for `group` stays when saving with credential `kind`."""
@@ -250,6 +368,9 @@ class ConnectionForm(forms.ModelForm):
             setting.set_client_secret(self.cleaned_data["client_secret"])
         if self.certificate_info is not None:
             setting.set_certificate(self.certificate_info)
+        time_zone = self.cleaned_data.get("time_zone") or self.original_time_zone
+        if self.company is not None:
+            self.company.time_zone = time_zone  # before the schedule is worked out in it
         if commit:
             forget_delta_if_moved(setting, self.original_connection[0])
             setting.schedule_next()
@@ -261,4 +382,6 @@ class ConnectionForm(forms.ModelForm):
                 "updated_at",
             ]
             setting.save(update_fields=owned if setting.pk else None)
+            if self.company is not None and time_zone != self.original_time_zone:
+                self.company.save(update_fields=["time_zone"])
         return setting

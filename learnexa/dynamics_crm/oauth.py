@@ -34,7 +34,7 @@ from django.views.decorators.http import require_POST
 from learnexa import encryption
 from learnexa.accounts.access import site_admin_required
 
-from . import credentials, flow_states
+from . import audit, credentials, flow_states
 from .jobs import enqueue_sync
 from .models import DynamicsCrmSetting, SyncRun
 
@@ -184,6 +184,12 @@ def connected(request):
     )
     logger.info("Signed in with Microsoft for %s", request.company.slug)
     run = enqueue_sync(setting, SyncRun.Trigger.SETTINGS_SAVED, full=True)
+    audit.record(
+        request,
+        audit.AuditEvent.Action.CONNECTED,
+        f"Signed in with Microsoft as {setting.delegated_username or 'an account'}.",
+        run=run,
+    )
     messages.success(
         request,
         f"Signed in with Microsoft as {setting.delegated_username or 'your account'}. "

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from django.db.models import Q
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.html import format_html
 
 from learnexa.manage_site.panels import (
     UserColumn,
@@ -14,6 +17,8 @@ from learnexa.manage_site.panels import (
     user_panels,
 )
 
+from . import holds, notifications, progress
+from .chart import MAX_BARS, build_chart
 from .models import DynamicsCrmSetting, SyncChange, SyncRun
 
 
@@ -21,8 +26,6 @@ def dashboard(request):
     setting = DynamicsCrmSetting.objects.filter(company=request.company).first()
     if setting is None:
         return "dynamics_crm/panel_dashboard.html", {"setting": None}
-    runs = list(setting.runs.all()[:20])
-    finished = [r for r in runs if r.is_finished]
     problems = []
     if setting.schedule_paused:
         problems.append(
@@ -30,21 +33,44 @@ def dashboard(request):
         )
     if setting.last_error:
         problems.append(f"The last sync failed: {setting.last_error}")
-    held = [r for r in runs if r.hold == SyncRun.Hold.HELD]
-    for run in held:
-        problems.append(f"{run.held} deactivations are waiting for your approval.")
-    # The chart: created, updated and deactivated per recent run, oldest first.
-    peak = max([r.created + r.updated + r.deactivated for r in finished] + [1])
-    chart = [
-        {"run": r, "height": round(100 * (r.created + r.updated + r.deactivated) / peak)}
-        for r in reversed(finished[:12])
-    ]
+    # The credential in use, within 30 days of expiring (or expired): syncs will fail.
+    for expiry in notifications.expiry_notices(setting):
+        on = date_format(expiry["at"], "DATE_FORMAT")
+        if expiry["expired"]:
+            problems.append(
+                f"The {expiry['label']} expired on {on}: syncs fail until you save a new one."
+            )
+        else:
+            days = (expiry["at"].date() - timezone.now().date()).days
+            when = "today" if days < 1 else "tomorrow" if days == 1 else f"in {days} days"
+            problems.append(
+                f"The {expiry['label']} expires {when} ({on}): create a new one in the app "
+                "registration and save it here before then."
+            )
+    # Every held person, whatever run held them: an old hold must not drop out of sight.
+    held = holds.count(request.company)
+    if held:
+        problems.append(
+            format_html(
+                '{} deactivation{} {} waiting for your approval. <a href="{}">Review them</a>.',
+                held,
+                "s" if held != 1 else "",
+                "are" if held != 1 else "is",
+                reverse("dynamics_crm:holds"),
+            )
+        )
+    # The chart: created, updated and deactivated per recent finished sync, not dry runs.
+    chart = build_chart(
+        setting.runs.filter(
+            status__in=(SyncRun.Status.SUCCEEDED, SyncRun.Status.FAILED), dry_run=False
+        )[:MAX_BARS]
+    )
+    running = setting.runs.filter(status=SyncRun.Status.RUNNING).first()
     return "dynamics_crm/panel_dashboard.html", {
         "setting": setting,
-        "last_run": runs[0] if runs else None,
-        "running": next((r for r in runs if r.status == SyncRun.Status.RUNNING), None),
+        "running": running,
+        "progress": progress.describe(running) if running else None,
         "problems": problems,
-        "held": held,
         "chart": chart,
     }
 
@@ -83,12 +109,13 @@ def banner(company) -> list[tuple[str, str]]:
         return []
     url = reverse("dynamics_crm:integration")
     found = []
-    held = SyncRun.objects.filter(company=company, hold=SyncRun.Hold.HELD).count()
+    held = holds.count(company)
     if held:
         found.append(
             (
-                f"Deactivations from Dynamics 365 await your approval ({held} sync{'s' if held > 1 else ''}).",
-                url,
+                f"Deactivations from Dynamics 365 await your approval: {held} "
+                f"{'person' if held == 1 else 'people'}.",
+                reverse("dynamics_crm:holds"),
             )
         )
     if setting.schedule_paused:

@@ -39,6 +39,9 @@ class RetryBudget:
         self.sleep = sleep
         self.waits = 0
         self.throttle_wait_seconds = 0.0
+        # Told the seconds of each throttle wait before it starts, and None once it ends
+        # (a run shows it on its page); may be called from the prefetch thread.
+        self.on_throttle: Callable[[float | None], None] | None = None
 
     def backoff(self, attempt: int, why: str) -> bool:
         """Wait before retry number `attempt` (from 1) after a transient failure; False,
@@ -66,8 +69,21 @@ class RetryBudget:
         logger.info("%s; waiting %.1f s as Retry-After asks", why, wait)
         self.waits += 1
         self.throttle_wait_seconds += wait
-        self.sleep(wait)
+        self._tell(wait)
+        try:
+            self.sleep(wait)
+        finally:
+            self._tell(None)
         return True
+
+    def _tell(self, wait: float | None) -> None:
+        # What is only shown must never change how the run waits or ends.
+        if self.on_throttle is None:
+            return
+        try:
+            self.on_throttle(wait)
+        except Exception:
+            logger.warning("Could not show a throttle wait", exc_info=True)
 
     def limit_reached(self) -> str:
         """Which of the run's limits stopped the waiting, in words."""

@@ -14,7 +14,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from .jobs import enqueue_sync, resume
-from .models import DynamicsCrmSetting, SyncRun
+from .models import AuditEvent, DynamicsCrmSetting, SyncRun
 from .notifications import remind_expiring
 
 logger = logging.getLogger(__name__)
@@ -98,6 +98,8 @@ def prune_history(now=None) -> int:
     cutoff = now - timedelta(days=settings.LEARNEXA_SYNC_HISTORY_DAYS)
     old = SyncRun.objects.filter(finished_at__lt=cutoff).exclude(hold=SyncRun.Hold.HELD)
     deleted, _ = old.delete()
+    # The admins' actions are kept as long as the runs they acted on.
+    deleted += AuditEvent.objects.filter(at__lt=cutoff).delete()[0]
     return deleted
 
 

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from learnexa.accounts.access import site_admin_required
 
-from . import webhooks
+from . import audit, webhooks
 from .models import DynamicsCrmSetting
 
 
@@ -57,6 +57,9 @@ def rotate(request):
         messages.error(request, "Tick the box to confirm that the old key stops working.")
         return redirect(reverse("dynamics_crm:integration") + "#webhook")
     webhooks.rotate_key(setting)
+    audit.record(
+        request, audit.AuditEvent.Action.WEBHOOK_KEY_ROTATED, "A new webhook key was made."
+    )
     messages.success(
         request,
         "A new webhook key was made; the old one no longer works. Press “Register "
@@ -69,12 +72,20 @@ def rotate(request):
 @require_POST
 def register(request):
     setting = get_object_or_404(DynamicsCrmSetting, company=request.company)
+    if not setting.has_credential:
+        messages.error(request, "Connect again to register the webhook: no credential is saved.")
+        return redirect(reverse("dynamics_crm:integration") + "#webhook")
     webhooks.ensure_key(setting)
     try:
         done = webhooks.register(setting, address(request, setting))
     except webhooks.RegistrationError as exc:
         messages.error(request, f"The webhook couldn't be registered. {exc}")
     else:
+        audit.record(
+            request,
+            audit.AuditEvent.Action.WEBHOOK_REGISTERED,
+            f"The webhook was registered in Dynamics with {len(done['steps'])} steps.",
+        )
         messages.success(
             request,
             f"The webhook is registered in Dynamics with {len(done['steps'])} steps: changes "

@@ -158,6 +158,9 @@ def _decide(setting: DynamicsCrmSetting, body: bytes, entity_header: str) -> Out
         return Outcome(400, "refused", "The body is not JSON.")
     if not isinstance(context, dict):
         return Outcome(400, "refused", "The body is not a JSON object.")
+    if not setting.has_credential:
+        # Disconnected: a sync would only fail and raise a failure banner.
+        return Outcome(202, "ignored", "No credential is saved: nothing syncs until one is.")
     entity = str(context.get("PrimaryEntityName") or entity_header or "").lower()
     if entity_header and entity != entity_header.lower():
         return Outcome(202, "ignored", "The header and the body name different tables.")

@@ -56,7 +56,7 @@ def test_a_new_admin_connects_dynamics_and_keeps_users_in_step(
     page.get_by_role("link", name="Integrate Dynamics CRM").first.click()
     fill_connection(page, info, "not-the-secret")
     screenshot("connection-form")
-    page.get_by_role("button", name=re.compile("Save")).click()
+    page.get_by_role("button", name="Save and sync").click()
     page.get_by_role("link", name="← Integrate Dynamics CRM").click()
     page.get_by_role("button", name="Test connection").click()
     expect(page.get_by_text("✗ Sign in to Entra ID")).to_be_visible()
@@ -66,7 +66,7 @@ def test_a_new_admin_connects_dynamics_and_keeps_users_in_step(
     # The right secret.
     page.get_by_role("link", name="← Integrate Dynamics CRM").click()
     page.get_by_role("textbox", name="Client secret").fill(info["client_secret"])
-    page.get_by_role("button", name=re.compile("Save")).click()
+    page.get_by_role("button", name="Save and sync").click()
     page.get_by_role("link", name="← Integrate Dynamics CRM").click()
     page.get_by_role("button", name="Test connection").click()
     expect(page.get_by_text("Everything a sync needs works.")).to_be_visible()
@@ -131,6 +131,11 @@ def test_a_new_admin_connects_dynamics_and_keeps_users_in_step(
     expect(page.get_by_text("3 deactivations are held")).to_be_visible()
     screenshot("held-deactivations")
     page.get_by_role("button", name="Approve: deactivate them").click()
+    # A confirmation names who would be deactivated; nothing happens until it is confirmed.
+    expect(page.get_by_role("heading", name="Deactivate 3 people?")).to_be_visible()
+    assert User.objects.filter(pk__in=[u.pk for u in leaving], is_active=True).count() == 3
+    screenshot("held-confirm")
+    page.get_by_role("button", name="Confirm: deactivate 3 people").click()
     expect(page.get_by_text("Approved: 3 users deactivated.")).to_be_visible()
     screenshot("held-approved")
     assert User.objects.filter(pk__in=[u.pk for u in leaving], is_active=False).count() == 3

@@ -6,55 +6,109 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0010_users_search_trigram_indexes'),
-        ('dynamics_crm', '0010_webhook_trigger'),
+        ("accounts", "0010_users_search_trigram_indexes"),
+        ("dynamics_crm", "0010_webhook_trigger"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='syncchange',
-            name='decided_at',
+            model_name="syncchange",
+            name="decided_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='syncchange',
-            name='decided_by',
-            field=models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL),
+            model_name="syncchange",
+            name="decided_by",
+            field=models.ForeignKey(
+                blank=True,
+                db_constraint=False,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddField(
-            model_name='syncrun',
-            name='expected_records',
+            model_name="syncrun",
+            name="expected_records",
             field=models.PositiveIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='syncrun',
-            name='hold_decided_at',
+            model_name="syncrun",
+            name="hold_decided_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='syncrun',
-            name='throttled_until',
+            model_name="syncrun",
+            name="throttled_until",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.CreateModel(
-            name='AuditEvent',
+            name="AuditEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('actor_email', models.CharField(blank=True, max_length=254)),
-                ('action', models.CharField(choices=[('settings_saved', 'Settings saved'), ('connected', 'Connected'), ('disconnected', 'Disconnected'), ('sync_started', 'Sync started'), ('hold_approved', 'Held deactivations approved'), ('hold_rejected', 'Held deactivations rejected'), ('schedule_resumed', 'Schedule resumed'), ('webhook_key_rotated', 'Webhook key rotated'), ('webhook_registered', 'Webhook registered')], max_length=32)),
-                ('summary', models.CharField(blank=True, max_length=500)),
-                ('details', models.JSONField(blank=True, default=dict)),
-                ('at', models.DateTimeField(auto_now_add=True)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('company', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.company')),
-                ('run', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='dynamics_crm.syncrun')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("actor_email", models.CharField(blank=True, max_length=254)),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("settings_saved", "Settings saved"),
+                            ("connected", "Connected"),
+                            ("disconnected", "Disconnected"),
+                            ("sync_started", "Sync started"),
+                            ("hold_approved", "Held deactivations approved"),
+                            ("hold_rejected", "Held deactivations rejected"),
+                            ("schedule_resumed", "Schedule resumed"),
+                            ("webhook_key_rotated", "Webhook key rotated"),
+                            ("webhook_registered", "Webhook registered"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                ("summary", models.CharField(blank=True, max_length=500)),
+                ("details", models.JSONField(blank=True, default=dict)),
+                ("at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "company",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="accounts.company",
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="dynamics_crm.syncrun",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-at', '-id'],
-                'indexes': [models.Index(fields=['company', '-at'], name='dynamics_cr_company_0fb39b_idx')],
+                "ordering": ["-at", "-id"],
+                "indexes": [
+                    models.Index(fields=["company", "-at"], name="dynamics_cr_company_0fb39b_idx")
+                ],
             },
         ),
     ]

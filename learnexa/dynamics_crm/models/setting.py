@@ -60,6 +60,8 @@ class DynamicsCrmSetting(models.Model):
         CONFIGURED = "configured", "Configured, not synced yet"
         OK = "ok", "Connected"
         ERROR = "error", "Last sync failed"
+        # No credential is saved since an admin disconnected: nothing syncs until one is.
+        DISCONNECTED = "disconnected", "Disconnected"
 
     Frequency = timetable.Frequency
 
@@ -208,6 +210,11 @@ class DynamicsCrmSetting(models.Model):
             self.authority_host = hosts.normalize_authority_host(self.authority_host)
         self.tenant_id = self.tenant_id.strip()
         self.client_id = self.client_id.strip().lower()
+        if self.status == self.Status.DISCONNECTED and self.has_credential:
+            # Connected again (a secret saved, a sign-in completed): not synced yet.
+            self.status = self.Status.CONFIGURED
+            if fields is not None:
+                kwargs["update_fields"] = {*fields, "status"}
         super().save(*args, **kwargs)
 
     # -- credentials: write-only ---------------------------------------------------------

@@ -11,6 +11,7 @@ while they work, so the three overlap.
 from __future__ import annotations
 
 import contextvars
+import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,6 +30,8 @@ from .apply import PageTransactions
 from .context import SyncContext
 from .match import Candidates
 from .plan import NewUser, Plan
+
+logger = logging.getLogger(__name__)
 
 
 class SliceEnded(Exception):
@@ -59,6 +62,8 @@ class PageFlow:
         self.progress, self.deadline, self.after_page = progress, deadline, after_page
         self.serial = serial
         self.transactions = PageTransactions()
+        # The read's expected record count, being asked for beside it (see run.py).
+        self.expected: Future | None = None
         # The run's counts before this flow; its client counts from zero.
         self.base_requests, self.base_wait = run.requests, run.throttle_wait_seconds
 
@@ -66,17 +71,22 @@ class PageFlow:
         """Every page from `url` on. Each page is matched before the page ahead of it is
         written, and planned in a second thread while it is. Should that write touch
         anything the match looked at, the page is matched and planned again: the result is
-        always what matching after the write would have given."""
+        always what matching after the write would have given. When the next page isn't
+        here yet, the page ahead is written at once instead, while Dynamics answers."""
         pages = self.pages(url, track_changes)
         transactions = self.transactions
         unwritten: tuple[Page, Plan] | None = None
         with self.planner() as planner, closing(pages):
             try:
                 while True:
-                    # Pages written while the next is at hand share a transaction; it is
-                    # committed before waiting on Dynamics, so as not to keep the database
-                    # locked meanwhile.
+                    # Pages written while the next is at hand share a transaction. Before
+                    # waiting on Dynamics, the page held back is written and committed, so
+                    # that the wait hides its writing and doesn't keep the database locked.
                     if not getattr(pages, "ready", bool)():
+                        if unwritten:
+                            held_back, unwritten = unwritten, None
+                            self.write(*held_back)
+                            del held_back
                         transactions.commit()
                     if (item := next(pages, None)) is None:
                         break
@@ -109,13 +119,18 @@ class PageFlow:
 
     def pages(self, url: str, track_changes: bool) -> Iterator[tuple[Page, list[MappedRecord]]]:
         """Fetch a page and map it, the next one while this one is written (in the prefetch
-        thread). Not with a delegated sign-in: its token refresh writes the token cache to
-        the database, which belongs to the sync's own thread."""
+        thread, where `prefetches`)."""
         pages = self.fetch_and_map(url, track_changes)
-        setting = self.context.setting
-        if setting.credential_type == setting.CredentialType.DELEGATED:
+        if not self.prefetches:
             return pages
         return _AtHand(pages) if self.serial else Prefetched(pages)
+
+    @property
+    def prefetches(self) -> bool:
+        """Whether Dynamics may be asked from another thread than the sync's own: not with a
+        delegated sign-in, whose token refresh writes the token cache to the database."""
+        setting = self.context.setting
+        return setting.credential_type != setting.CredentialType.DELEGATED
 
     def fetch_and_map(self, url: str, track_changes: bool):
         client, mapping = self.context.client, self.context.mapping
@@ -160,10 +175,25 @@ class PageFlow:
                 throttle_wait=self.base_wait + client.throttle_wait_seconds,
             )
         self.after_page()
+        self.take_expected()
         if self.progress:
             self.progress(run)
         if self.deadline and page.next_link and time.monotonic() >= self.deadline:
             raise SliceEnded
+
+    def take_expected(self, *, wait: bool = False) -> None:
+        """Keep the expected record count on the run once Dynamics has given it: only an
+        estimate, so a failure to count is logged and the read goes on without it."""
+        expected, run = self.expected, self.run
+        if expected is None or not (wait or expected.done()):
+            return
+        self.expected = None
+        try:
+            run.expected_records = expected.result()
+        except Exception as exc:
+            logger.warning("Sync %s could not count the rows to read: %s", run.pk, exc)
+            run.expected_records = None
+        SyncRun.objects.filter(pk=run.pk).update(expected_records=run.expected_records)
 
     def planner(self) -> ThreadPoolExecutor | _InThisThread:
         """Where pages are planned: a thread of their own, or this one (serial)."""

@@ -6,9 +6,12 @@ execute_run is what a worker, the command line and the tests call; a lookup of o
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -22,6 +25,7 @@ from .. import notifications
 from ..credentials import AuthenticationError
 from ..dataverse import DataverseClient, DataverseError, DeltaExpired
 from ..models import DynamicsCrmSetting, SyncRun
+from ..retries import RetryBudget
 from .apply import LeaseLost
 from .context import SyncContext
 from .fetch import open_client
@@ -87,6 +91,8 @@ def execute_run(
         start_run(run)
         try:
             client = client or open_client(setting)
+            if isinstance(getattr(client, "retry", None), RetryBudget):
+                client.retry.on_throttle = _show_throttling(run)
             with client, paged_run() as after_page:
                 context = SyncContext.for_run(setting, client)
                 flow = PageFlow(
@@ -129,6 +135,23 @@ def execute_run(
         else:
             finish_run(run)
     return run
+
+
+def _show_throttling(run: SyncRun) -> Callable[[float | None], None]:
+    """Set the run's throttled_until while it waits on a 429, and clear it after: one UPDATE
+    each, from whichever thread waits (the prefetch thread closes its own connection)."""
+    owner = threading.get_ident()
+
+    def show(wait: float | None) -> None:
+        until = None if wait is None else timezone.now() + timedelta(seconds=wait)
+        run.throttled_until = until
+        try:
+            SyncRun.objects.filter(pk=run.pk).update(throttled_until=until)
+        finally:
+            if threading.get_ident() != owner:
+                connection.close()
+
+    return show
 
 
 def _count_requests(run: SyncRun, client: DataverseClient | None, counted: tuple) -> None:
@@ -180,12 +203,35 @@ def _read_and_settle(run: SyncRun, flow: PageFlow) -> None:
         if not url:
             setting.change_tracking = client.change_tracking_enabled(mapping.source.logical_name)
             setting.save(update_fields=["change_tracking"])
+            flow.expected = _count_records(
+                client, mapping.source.logical_name, beside=flow.prefetches
+            )
             url = client.collection_url(mapping.source.key, select=mapping.columns)
         flow.read(url, full=True, track_changes=bool(setting.change_tracking))
+        flow.take_expected(wait=True)
 
     settle(run, context, full=run.mode == SyncRun.Mode.FULL)
     if not run.dry_run:
         _keep_delta(run, context)
+
+
+def _count_records(client: DataverseClient, logical_name: str, *, beside: bool) -> Future:
+    """How many records the full read will return, for its progress bar: asked `beside` the
+    read where pages are fetched in a thread too (one more wait on Dynamics before the first
+    page would be one more on the run's time), and only an estimate (PageFlow.take_expected
+    keeps it, or logs why not)."""
+    if not beside:
+        counted = Future()
+        try:
+            counted.set_result(client.record_count(logical_name))
+        except Exception as exc:
+            counted.set_exception(exc)
+        return counted
+    counting = ThreadPoolExecutor(1, thread_name_prefix="sync-count")
+    try:
+        return counting.submit(contextvars.copy_context().run, client.record_count, logical_name)
+    finally:
+        counting.shutdown(wait=False)
 
 
 def _keep_delta(run: SyncRun, context: SyncContext) -> None:

@@ -8,6 +8,8 @@ instead of applied (apply_deactivations).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from django.db import transaction
@@ -118,22 +120,61 @@ def apply_deactivations(changes) -> int:
     return done
 
 
-def decide_held(run: SyncRun, *, approve: bool, by: User) -> int:
-    """An admin's decision on a run's held deactivations; returns how many were applied."""
+@dataclass
+class Decision:
+    """What one admin's decision did: the changes it decided, and how many users it deactivated."""
+
+    approve: bool
+    emails: list[str] = field(default_factory=list)
+    applied: int = 0
+
+
+def decide_held(
+    run: SyncRun, *, approve: bool, by: User, change_ids: Iterable[int] | None = None
+) -> int:
+    """An admin's decision on a run's held deactivations (all of them, or those in
+    `change_ids`); returns how many users were deactivated."""
+    return decide(run, approve=approve, by=by, change_ids=change_ids).applied
+
+
+def decide(
+    run: SyncRun, *, approve: bool, by: User, change_ids: Iterable[int] | None = None
+) -> Decision:
+    """Decide the run's pending held deactivations, or those of them in `change_ids`. The run
+    is locked, so of two admins deciding the same people at once the second decides nothing.
+    Once none is pending, the run's hold is approved if any of its people was approved."""
+    decision = Decision(approve=approve)
+    now = timezone.now()
     with transaction.atomic():
         run = SyncRun.objects.select_for_update().get(pk=run.pk)
         if run.hold != SyncRun.Hold.HELD:
-            return 0
+            return decision
         pending = run.changes.filter(pending=True, action=Action.DEACTIVATED)
-        done = 0
+        if change_ids is not None:
+            pending = pending.filter(pk__in=list(change_ids))
+        decision.emails = list(pending.order_by("email", "pk").values_list("email", flat=True))
+        if not decision.emails:
+            return decision
         if approve:
-            done = apply_deactivations(pending)
-            run.deactivated += done
+            pending.update(decided_by=by, decided_at=now)
+            decision.applied = apply_deactivations(pending)
+            run.deactivated += decision.applied
         else:
             pending.update(
-                pending=False, action=Action.SKIPPED, reason=f"Deactivation rejected by {by.email}."
+                pending=False,
+                action=Action.SKIPPED,
+                reason=f"Deactivation rejected by {by.email}.",
+                decided_by=by,
+                decided_at=now,
             )
-        run.hold = SyncRun.Hold.APPROVED if approve else SyncRun.Hold.REJECTED
-        run.hold_decided_by = by
-        run.save(update_fields=["hold", "hold_decided_by", "deactivated"])
-    return done
+        fields = ["deactivated"]
+        if not run.changes.filter(pending=True, action=Action.DEACTIVATED).exists():
+            approved = run.changes.filter(
+                action=Action.DEACTIVATED, decided_by__isnull=False
+            ).exists()
+            run.hold = SyncRun.Hold.APPROVED if approved else SyncRun.Hold.REJECTED
+            run.hold_decided_by = by
+            run.hold_decided_at = now
+            fields += ["hold", "hold_decided_by", "hold_decided_at"]
+        run.save(update_fields=fields)
+    return decision

@@ -1,10 +1,11 @@
-"""{% holds_inbox setting %}: the company's held deactivations on the integration page."""
+"""{% holds_inbox setting %}: how many people's deactivations wait for a decision, whatever
+run held them, with a link to the holds inbox; {% held_pending run %}: how many of one run's."""
 
 from __future__ import annotations
 
 from django import template
 
-from ..models import SyncRun
+from .. import holds
 
 register = template.Library()
 
@@ -12,5 +13,14 @@ register = template.Library()
 @register.inclusion_tag("dynamics_crm/_holds.html")
 def holds_inbox(setting):
     if setting is None or not setting.pk:
-        return {"held_runs": []}
-    return {"held_runs": list(setting.runs.filter(hold=SyncRun.Hold.HELD))}
+        return {"waiting": 0}
+    pending = holds.pending(setting.company)
+    return {
+        "waiting": pending.count(),
+        "runs": pending.values("run_id").distinct().count(),
+    }
+
+
+@register.simple_tag
+def held_pending(run) -> int:
+    return holds.pending(run.company_id).filter(run=run).count()
