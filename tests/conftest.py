@@ -152,3 +152,45 @@ def queued_job(db):
         )
 
     return queue
+
+
+@pytest.fixture
+def held_run(setting):
+    """Make a sync of `setting` that holds the deactivation of one learner per name
+    (name@acme.test, last name Leaver), finished `days_ago`: returns (run, learners)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from learnexa.accounts.models import User
+    from learnexa.dynamics_crm.models import SyncChange, SyncRun
+
+    def make(*names, days_ago=0):
+        finished = timezone.now() - timedelta(days=days_ago)
+        run = SyncRun.objects.create(
+            setting=setting, company=setting.company, trigger="schedule", status="succeeded"
+        )
+        SyncRun.objects.filter(pk=run.pk).update(
+            hold="held", held=len(names), queued_at=finished, finished_at=finished
+        )
+        run.refresh_from_db()
+        people = []
+        for name in names:
+            person = User.objects.create(
+                company=setting.company,
+                email=f"{name}@acme.test",
+                first_name=name.title(),
+                last_name="Leaver",
+            )
+            SyncChange.objects.create(
+                run=run,
+                user=person,
+                email=person.email,
+                action="deactivated",
+                pending=True,
+                reason="No longer in Dynamics (deleted, or out of the sync's scope).",
+            )
+            people.append(person)
+        return run, people
+
+    return make

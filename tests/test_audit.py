@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from learnexa.accounts.models import Company, User
 from learnexa.dynamics_crm import schedule, webhooks
-from learnexa.dynamics_crm.models import AuditEvent, DynamicsCrmSetting, SyncChange, SyncRun
+from learnexa.dynamics_crm.models import AuditEvent, DynamicsCrmSetting, SyncRun
 
 ADMIN_PASSWORD = "a-long-test-password-1"
 Action = AuditEvent.Action
@@ -30,22 +30,6 @@ def events(action):
     return list(AuditEvent.objects.filter(action=action))
 
 
-def held(setting, email="leaver@acme.test"):
-    learner = User.objects.create(company=setting.company, email=email)
-    run = SyncRun.objects.create(
-        setting=setting,
-        company=setting.company,
-        trigger="manual",
-        status="succeeded",
-        hold="held",
-        held=1,
-    )
-    change = SyncChange.objects.create(
-        run=run, user=learner, email=email, action="deactivated", pending=True
-    )
-    return run, change
-
-
 @pytest.mark.django_db
 def test_starting_a_sync_is_recorded_with_its_kind_and_run(admin_client, setting, site_admin):
     admin_client.post(reverse("dynamics_crm:sync_now"), {"kind": "dry_run"})
@@ -58,8 +42,9 @@ def test_starting_a_sync_is_recorded_with_its_kind_and_run(admin_client, setting
 
 
 @pytest.mark.django_db
-def test_a_hold_decision_is_recorded_with_whom_it_covered(admin_client, setting):
-    run, change = held(setting)
+def test_a_hold_decision_is_recorded_with_whom_it_covered(admin_client, setting, held_run):
+    run, (person,) = held_run("leaver")
+    change = person.sync_changes.get()
     admin_client.post(
         reverse("dynamics_crm:decide_holds"),
         {"decision": "approve", "change": change.pk, "confirm": "yes"},
@@ -68,7 +53,8 @@ def test_a_hold_decision_is_recorded_with_whom_it_covered(admin_client, setting)
     assert event.details["emails"] == ["leaver@acme.test"] and event.details["count"] == 1
     assert event.run == run and event.actor_email == "admin@acme.test"
 
-    run, change = held(setting, "stays@acme.test")
+    run, (person,) = held_run("stays")
+    change = person.sync_changes.get()
     admin_client.post(
         reverse("dynamics_crm:decide_held", args=[run.pk]),
         {"decision": "reject", "confirm": "yes", "through": change.pk},
@@ -129,8 +115,8 @@ def test_signing_in_with_microsoft_is_recorded_as_connected(
 
 
 @pytest.mark.django_db
-def test_no_event_holds_a_secrets_value(admin_client, setting, simulator):
-    run, change = held(setting)
+def test_no_event_holds_a_secrets_value(admin_client, setting, simulator, held_run):
+    held_run("leaver")
     admin_client.post(reverse("dynamics_crm:sync_now"), {"kind": "full"})
     admin_client.post(reverse("dynamics_crm:webhook_rotate"), {"confirm": "yes"})
     admin_client.post(reverse("dynamics_crm:webhook_register"))

@@ -1,12 +1,9 @@
 """The holds inbox: every held deactivation of the company, whatever run held it, decided one
 person at a time or all at once, always after a confirmation naming who is affected."""
 
-from datetime import timedelta
-
 import pytest
 from django.test import Client
 from django.urls import reverse
-from django.utils import timezone
 
 from learnexa.accounts.models import Company, User
 from learnexa.dynamics_crm.models import AuditEvent, SyncChange, SyncRun
@@ -23,37 +20,6 @@ def admin_client(client, site_admin):
     return client
 
 
-def held_run(setting, *names, days_ago=0):
-    """A run that holds the deactivation of one learner per name (name@acme.test)."""
-    run = SyncRun.objects.create(
-        setting=setting,
-        company=setting.company,
-        trigger="manual",
-        status="succeeded",
-        hold="held",
-        held=len(names),
-    )
-    SyncRun.objects.filter(pk=run.pk).update(
-        queued_at=timezone.now() - timedelta(days=days_ago),
-        finished_at=timezone.now() - timedelta(days=days_ago),
-    )
-    people = []
-    for name in names:
-        learner = User.objects.create(
-            company=setting.company, email=f"{name}@acme.test", first_name=name.title()
-        )
-        SyncChange.objects.create(
-            run=run,
-            user=learner,
-            email=learner.email,
-            action="deactivated",
-            pending=True,
-            reason="No longer in Dynamics.",
-        )
-        people.append(learner)
-    return run, people
-
-
 def change_of(user):
     return SyncChange.objects.get(user=user)
 
@@ -68,8 +34,10 @@ def active(*users):
 
 
 @pytest.mark.django_db
-def test_the_inbox_lists_a_hold_from_a_run_older_than_the_latest_20(admin_client, setting):
-    old, people = held_run(setting, "ann", "bob", days_ago=30)
+def test_the_inbox_lists_a_hold_from_a_run_older_than_the_latest_20(
+    admin_client, setting, held_run
+):
+    old, people = held_run("ann", "bob", days_ago=30)
     for _ in range(25):
         SyncRun.objects.create(
             setting=setting, company=setting.company, trigger="schedule", status="succeeded"
@@ -92,8 +60,10 @@ def test_the_inbox_lists_a_hold_from_a_run_older_than_the_latest_20(admin_client
 
 
 @pytest.mark.django_db
-def test_approving_one_person_deactivates_exactly_that_person(admin_client, setting, site_admin):
-    run, (ann, bob, cat) = held_run(setting, "ann", "bob", "cat")
+def test_approving_one_person_deactivates_exactly_that_person(
+    admin_client, setting, site_admin, held_run
+):
+    run, (ann, bob, cat) = held_run("ann", "bob", "cat")
 
     # The row's button asks first, naming the person; nothing happens yet.
     response = admin_client.post(
@@ -118,8 +88,8 @@ def test_approving_one_person_deactivates_exactly_that_person(admin_client, sett
 
 
 @pytest.mark.django_db
-def test_rejecting_one_person_keeps_them_active(admin_client, setting, site_admin):
-    run, (ann, bob) = held_run(setting, "ann", "bob")
+def test_rejecting_one_person_keeps_them_active(admin_client, setting, site_admin, held_run):
+    run, (ann, bob) = held_run("ann", "bob")
     decide(admin_client, "reject", change=change_of(ann).pk)
     assert active(ann, bob) == [True, True]
     change = change_of(ann)
@@ -133,10 +103,10 @@ def test_rejecting_one_person_keeps_them_active(admin_client, setting, site_admi
 
 @pytest.mark.django_db
 def test_all_decides_everyone_held_across_runs_and_the_decision_is_shown(
-    admin_client, setting, site_admin
+    admin_client, setting, site_admin, held_run
 ):
-    old, (ann,) = held_run(setting, "ann", days_ago=10)
-    new, (bob, cat) = held_run(setting, "bob", "cat")
+    old, (ann,) = held_run("ann", days_ago=10)
+    new, (bob, cat) = held_run("bob", "cat")
     decide(admin_client, "approve", change=change_of(bob).pk)
 
     # "Reject all" names everyone still waiting, from both runs.
@@ -159,19 +129,19 @@ def test_all_decides_everyone_held_across_runs_and_the_decision_is_shown(
 
 
 @pytest.mark.django_db
-def test_all_decides_only_the_people_the_admin_confirmed(admin_client, setting):
-    _, (ann,) = held_run(setting, "ann")
+def test_all_decides_only_the_people_the_admin_confirmed(admin_client, setting, held_run):
+    _, (ann,) = held_run("ann")
     through = change_of(ann).pk
     # A later sync holds someone else after the confirmation page was shown.
-    _, (bob,) = held_run(setting, "bob")
+    _, (bob,) = held_run("bob")
     decide(admin_client, "approve", all="1", through=through)
     assert active(ann, bob) == [False, True]
     assert change_of(bob).pending
 
 
 @pytest.mark.django_db
-def test_nothing_is_decided_without_the_confirmation(admin_client, setting):
-    run, (ann,) = held_run(setting, "ann")
+def test_nothing_is_decided_without_the_confirmation(admin_client, setting, held_run):
+    run, (ann,) = held_run("ann")
     for fields in (
         {"change": change_of(ann).pk},
         {"all": "1"},
@@ -189,8 +159,10 @@ def test_nothing_is_decided_without_the_confirmation(admin_client, setting):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("decision", ["", "Approve", "approve ", "yes", "delete"])
-def test_a_decision_other_than_approve_or_reject_is_refused(admin_client, setting, decision):
-    _, (ann,) = held_run(setting, "ann")
+def test_a_decision_other_than_approve_or_reject_is_refused(
+    admin_client, setting, decision, held_run
+):
+    _, (ann,) = held_run("ann")
     response = decide(admin_client, decision, change=change_of(ann).pk)
     assert response.status_code == 400
     assert "approve" in response.content.decode() and "reject" in response.content.decode()
@@ -198,8 +170,8 @@ def test_a_decision_other_than_approve_or_reject_is_refused(admin_client, settin
 
 
 @pytest.mark.django_db
-def test_bad_people_are_refused_without_an_error_page(admin_client, setting):
-    held_run(setting, "ann")
+def test_bad_people_are_refused_without_an_error_page(admin_client, setting, held_run):
+    held_run("ann")
     assert decide(admin_client, "approve", change="x").status_code == 400
     assert decide(admin_client, "approve", through="x", all="1").status_code == 400
     assert decide(admin_client, "approve").status_code == 400
@@ -207,8 +179,8 @@ def test_bad_people_are_refused_without_an_error_page(admin_client, setting):
 
 
 @pytest.mark.django_db
-def test_another_companys_admin_can_neither_see_nor_decide(setting):
-    run, (ann,) = held_run(setting, "ann")
+def test_another_companys_admin_can_neither_see_nor_decide(setting, held_run):
+    run, (ann,) = held_run("ann")
     other = Company.objects.create(slug="other", name="Other")
     stranger = Client()
     stranger.force_login(User.objects.create_site_admin(other, "admin@other.test", ADMIN_PASSWORD))
@@ -224,9 +196,9 @@ def test_another_companys_admin_can_neither_see_nor_decide(setting):
 
 @pytest.mark.django_db
 def test_of_two_admins_deciding_the_same_person_the_second_is_told(
-    admin_client, setting, site_admin
+    admin_client, setting, site_admin, held_run
 ):
-    _, (ann,) = held_run(setting, "ann")
+    _, (ann,) = held_run("ann")
     pk = change_of(ann).pk
     other = Client()
     other.force_login(
@@ -245,8 +217,8 @@ def test_of_two_admins_deciding_the_same_person_the_second_is_told(
 
 
 @pytest.mark.django_db
-def test_decide_held_still_decides_a_whole_run_and_a_subset(setting, site_admin):
-    run, (ann, bob) = held_run(setting, "ann", "bob")
+def test_decide_held_still_decides_a_whole_run_and_a_subset(setting, site_admin, held_run):
+    run, (ann, bob) = held_run("ann", "bob")
     assert decide_held(run, approve=True, by=site_admin, change_ids=[change_of(ann).pk]) == 1
     run.refresh_from_db()
     assert run.hold == "held"
@@ -260,8 +232,8 @@ def test_decide_held_still_decides_a_whole_run_and_a_subset(setting, site_admin)
 
 
 @pytest.mark.django_db
-def test_the_inbox_is_paginated(admin_client, setting):
-    held_run(setting, *[f"p{i:03d}" for i in range(60)])
+def test_the_inbox_is_paginated(admin_client, setting, held_run):
+    held_run(*[f"p{i:03d}" for i in range(60)])
     first = admin_client.get(reverse(INBOX)).content.decode()
     assert "p000@acme.test" in first and "p059@acme.test" not in first
     assert "Page 1 of 2" in first and "60 people are waiting" in first

@@ -167,8 +167,10 @@ def test_sync_dry_run_and_full_resync_buttons_queue_the_right_runs(admin_client,
 
 
 @pytest.mark.django_db
-def test_held_deactivations_are_approved_from_the_runs_page(admin_client, setting, site_admin):
-    run, learner = held_run(setting)
+def test_held_deactivations_are_approved_from_the_runs_page(
+    admin_client, setting, site_admin, held_run
+):
+    run, (learner,) = held_run("leaver")
 
     page = admin_client.get(reverse("dynamics_crm:run_detail", args=[run.pk])).content.decode()
     assert "1 deactivations are held" in page and "leaver@acme.test" in page
@@ -188,39 +190,12 @@ def test_held_deactivations_are_approved_from_the_runs_page(admin_client, settin
     assert run.hold == "approved" and run.hold_decided_by == site_admin
 
 
-def held_run(setting, email="leaver@acme.test"):
-    from learnexa.dynamics_crm.models import SyncChange
-
-    learner = User.objects.create(
-        company=setting.company,
-        email=email,
-        dynamics_systemuser_id="9025bbf4-3430-4d0c-bfcf-16f0bf7fbc80",
-    )
-    run = SyncRun.objects.create(
-        setting=setting,
-        company=setting.company,
-        trigger="manual",
-        status="succeeded",
-        hold="held",
-        held=1,
-    )
-    SyncChange.objects.create(
-        run=run,
-        user=learner,
-        email=learner.email,
-        action="deactivated",
-        pending=True,
-        reason="Deleted in Dynamics.",
-    )
-    return run, learner
-
-
 @pytest.mark.django_db
 @pytest.mark.parametrize("decision", ["", "Approve", "approve ", "yes", "delete"])
 def test_a_held_decision_other_than_approve_or_reject_changes_nothing(
-    admin_client, setting, decision
+    admin_client, setting, decision, held_run
 ):
-    run, learner = held_run(setting)
+    run, (learner,) = held_run("leaver")
     response = admin_client.post(
         reverse("dynamics_crm:decide_held", args=[run.pk]), {"decision": decision}
     )
@@ -232,8 +207,8 @@ def test_a_held_decision_other_than_approve_or_reject_changes_nothing(
 
 
 @pytest.mark.django_db
-def test_a_decided_hold_cant_be_decided_again(admin_client, setting, site_admin):
-    run, learner = held_run(setting)
+def test_a_decided_hold_cant_be_decided_again(admin_client, setting, site_admin, held_run):
+    run, (learner,) = held_run("leaver")
     url = reverse("dynamics_crm:decide_held", args=[run.pk])
     through = run.changes.get().pk
     admin_client.post(url, {"decision": "reject", "confirm": "yes", "through": through})
@@ -378,28 +353,9 @@ def test_a_users_page_shows_the_dynamics_link_and_history_only_within_the_compan
     )
 
 
-def held_people(setting, count):
-    """A held run whose `count` people wait for a decision."""
-    from learnexa.dynamics_crm.models import SyncChange
-
-    run = SyncRun.objects.create(
-        setting=setting,
-        company=setting.company,
-        trigger="manual",
-        status="succeeded",
-        hold="held",
-        held=count,
-    )
-    SyncChange.objects.bulk_create(
-        SyncChange(run=run, email=f"held{i}@acme.test", action="deactivated", pending=True)
-        for i in range(count)
-    )
-    return run
-
-
 @pytest.mark.django_db
-def test_the_dashboard_shows_the_integrations_problems(admin_client, setting):
-    held_people(setting, 30)
+def test_the_dashboard_shows_the_integrations_problems(admin_client, setting, held_run):
+    held_run(*[f"held{i}" for i in range(30)])
     type(setting).objects.filter(pk=setting.pk).update(
         schedule_paused=True, consecutive_failures=5, last_error="The client secret has expired."
     )
@@ -410,11 +366,13 @@ def test_the_dashboard_shows_the_integrations_problems(admin_client, setting):
 
 
 @pytest.mark.django_db
-def test_every_page_carries_a_banner_when_the_integration_needs_attention(admin_client, setting):
+def test_every_page_carries_a_banner_when_the_integration_needs_attention(
+    admin_client, setting, held_run
+):
     assert (
         "await your approval" not in admin_client.get(reverse("manage_site:users")).content.decode()
     )
-    held_people(setting, 30)
+    held_run(*[f"held{i}" for i in range(30)])
     type(setting).objects.filter(pk=setting.pk).update(schedule_paused=True)
     page = admin_client.get(reverse("manage_site:users")).content.decode()
     assert "Deactivations from Dynamics 365 await your approval" in page

@@ -3,58 +3,26 @@ dashboard's banner to the holds inbox, one person approved and the rest rejected
 after a confirmation), who decided shown; then a confirmed disconnect that leaves a
 consistent page, and the audit trail of all of it. Screenshots: holds-*."""
 
-from datetime import timedelta
-
 import pytest
-from django.utils import timezone
 from playwright.sync_api import expect
 
 from learnexa.accounts.models import User
-from learnexa.dynamics_crm.models import DynamicsCrmSetting, SyncChange, SyncRun
+from learnexa.dynamics_crm.models import DynamicsCrmSetting, SyncRun
 
 PASSWORD = "a-long-test-password-1"  # the site_admin fixture's
 
 
-def old_hold(setting, names):
-    """A sync of a month ago that held these people's deactivation, behind 25 newer syncs."""
-    run = SyncRun.objects.create(
-        setting=setting, company=setting.company, trigger="schedule", status="succeeded"
-    )
-    month_ago = timezone.now() - timedelta(days=30)
-    SyncRun.objects.filter(pk=run.pk).update(
-        hold="held", held=len(names), queued_at=month_ago, finished_at=month_ago
-    )
-    people = []
-    for name in names:
-        person = User.objects.create(
-            company=setting.company,
-            email=f"{name}@acme.test",
-            first_name=name.title(),
-            last_name="Leaver",
-        )
-        SyncChange.objects.create(
-            run=run,
-            user=person,
-            email=person.email,
-            action="deactivated",
-            pending=True,
-            reason="No longer in Dynamics (deleted, or out of the sync's scope).",
-        )
-        people.append(person)
+@pytest.mark.django_db(transaction=True)
+def test_an_admin_decides_an_old_hold_disconnects_and_reads_the_trail(
+    page, live_server, site_admin, setting, held_run, screenshot, accessible
+):
+    DynamicsCrmSetting.objects.filter(pk=setting.pk).update(status="ok")
+    # A sync of a month ago held these people's deactivation, behind 25 newer syncs.
+    run, (ann, bob, cat) = held_run("ann", "bob", "cat", days_ago=30)
     for _ in range(25):
         SyncRun.objects.create(
             setting=setting, company=setting.company, trigger="schedule", status="succeeded"
         )
-    return run, people
-
-
-@pytest.mark.django_db(transaction=True)
-def test_an_admin_decides_an_old_hold_disconnects_and_reads_the_trail(
-    page, live_server, site_admin, connect, screenshot, accessible
-):
-    setting = connect(site_admin.company)
-    DynamicsCrmSetting.objects.filter(pk=setting.pk).update(status="ok")
-    run, (ann, bob, cat) = old_hold(setting, ["ann", "bob", "cat"])
     page.set_default_timeout(15_000)
 
     page.goto(live_server.url + "/")
