@@ -152,6 +152,27 @@ def test_the_limit_holds_500_deactivations_for_an_admin(
 
 
 @pytest.mark.django_db
+def test_deactivations_within_the_count_are_held_above_the_share(setting, simulator, site_admin):
+    setting.refresh_from_db()
+    setting.deactivation_limit_count, setting.deactivation_limit_percent = 1000, 10
+    setting.save()
+    sync(setting)
+    synced = User.objects.filter(company=setting.company, is_active=True).count() - 1
+    records = people(simulator)
+    few = synced // 20  # 5 %: applied
+    for record in records[:few]:
+        simulator.store.delete_user(record["systemuserid"])
+    run = sync(setting, full=True)
+    assert (run.hold, run.deactivated) == ("", few)
+
+    many = synced // 5  # 20 % of those left: held, though far below the count
+    for record in records[few : few + many]:
+        simulator.store.delete_user(record["systemuserid"])
+    run = sync(setting, full=True)
+    assert (run.hold, run.held, run.deactivated) == (SyncRun.Hold.HELD, many, 0)
+
+
+@pytest.mark.django_db
 def test_rejected_deactivations_leave_everyone_active(setting, simulator, site_admin):
     setting.refresh_from_db()
     setting.deactivation_limit_count = 1
