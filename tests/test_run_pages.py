@@ -197,6 +197,8 @@ def test_another_companys_runs_stay_out_of_reach(admin_client, setting):
 
     assert admin_client.get(reverse("dynamics_crm:run_detail", args=[theirs.pk])).status_code == 404
     assert admin_client.get(reverse("dynamics_crm:run_status", args=[theirs.pk])).status_code == 404
+    csv_url = reverse("dynamics_crm:run_changes_csv", args=[theirs.pk])
+    assert admin_client.get(csv_url).status_code == 404
     listed = admin_client.get(reverse("dynamics_crm:run_list")).content.decode()
     assert "Showing 1–1 of 1" in listed
     assert reverse("dynamics_crm:run_detail", args=[theirs.pk]) not in listed
