@@ -6,6 +6,9 @@ integrations depend on it, never the other way round.
 
 from __future__ import annotations
 
+import zoneinfo
+from functools import cache
+
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.db import models
 from django.db.models import F
@@ -23,6 +26,13 @@ class CaseFolded(Lower):
 
     def as_sqlite(self, compiler, connection, **extra_context):
         return Collate(*self.get_source_expressions(), "NOCASE").as_sql(compiler, connection)
+
+
+@cache
+def time_zones() -> dict[str, str]:
+    """Every IANA time zone this system knows, by its lowercased name (reading them walks the
+    tz database, so once per process). A company's schedule is worked out in one of them."""
+    return {name.lower(): name for name in sorted(zoneinfo.available_timezones())}
 
 
 class Company(models.Model):

@@ -22,24 +22,17 @@ def write(
     data_dir: Path, *, simulator_host: str, ca_bundle: str, company: str, web_url: str
 ) -> None:
     """Record the running demo (this process)."""
-    target = path(data_dir)
-    temporary = target.with_suffix(".tmp")
-    temporary.write_text(
-        json.dumps(
-            {
-                "pid": os.getpid(),
-                "running": True,
-                "simulator_host": simulator_host,
-                "ca_bundle": ca_bundle,
-                "company": company,
-                "web_url": web_url,
-            },
-            indent=2,
-        )
+    _save(
+        data_dir,
+        {
+            "pid": os.getpid(),
+            "running": True,
+            "simulator_host": simulator_host,
+            "ca_bundle": ca_bundle,
+            "company": company,
+            "web_url": web_url,
+        },
     )
-    temporary.chmod(0o600)
-    # Renamed into place, so a reader never sees half a file.
-    temporary.replace(target)
 
 
 def mark_stopped(data_dir: Path) -> None:
@@ -49,11 +42,7 @@ def mark_stopped(data_dir: Path) -> None:
     if state is None or state.get("pid") != os.getpid():
         return  # no record, or another demo's
     state["running"] = False
-    target = path(data_dir)
-    temporary = target.with_suffix(".tmp")
-    temporary.write_text(json.dumps(state, indent=2))
-    temporary.chmod(0o600)
-    temporary.replace(target)
+    _save(data_dir, state)
 
 
 def read(data_dir: Path) -> dict | None:
@@ -90,6 +79,15 @@ def apply(settings, environ=os.environ) -> dict | None:
     if not state["running"]:
         settings.LEARNEXA_DEMO_SIMULATOR_STOPPED = f"https://{state['simulator_host']}"
     return state
+
+
+def _save(data_dir: Path, state: dict) -> None:
+    target = path(data_dir)
+    temporary = target.with_suffix(".tmp")
+    temporary.write_text(json.dumps(state, indent=2))
+    temporary.chmod(0o600)
+    # Renamed into place, so a reader never sees half a file.
+    temporary.replace(target)
 
 
 def _load(file: Path) -> dict | None:

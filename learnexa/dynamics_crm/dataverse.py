@@ -200,14 +200,7 @@ class DataverseClient:
         estimate). One request, not retried nor waited for, so as to spend none of the run's
         budget; raises DataverseError on failure."""
         url = f"{self.api_root}/RetrieveTotalRecordCount(EntityNames=['{logical_name}'])"
-        self.requests += 1
-        try:
-            headers = {"Authorization": f"Bearer {self.tokens.token()}"}
-            response = self._http.get(url, headers=headers)
-        except httpx.TransportError as exc:
-            raise DataverseError(self._network_advice(exc), retryable=True) from exc
-        if response.status_code != 200:
-            raise self._error(response)
+        response = self._once("GET", url)
         counts = self._json(response, response.content).get("EntityRecordCountCollection")
         try:
             value = int(dict(zip(counts["Keys"], counts["Values"], strict=True))[logical_name])
@@ -222,20 +215,21 @@ class DataverseClient:
     def post(self, url: str, body: dict) -> dict:
         """Create a row; returns it (Prefer: return=representation), or {"@odata.id": ...}
         from the OData-EntityId header when the server answers 204."""
-        response = self._write("POST", url, body)
+        response = self._once("POST", url, body)
         if response.status_code == 204:
             return {"@odata.id": response.headers.get("OData-EntityId", "")}
         return self._json(response, response.content)
 
     def delete(self, url: str) -> bool:
         """Delete a row; False if it was gone already (404)."""
-        return self._write("DELETE", url, None, missing_ok=True).status_code != 404
+        return self._once("DELETE", url, None, missing_ok=True).status_code != 404
 
-    def _write(
-        self, method: str, url: str, body: dict | None, *, missing_ok: bool = False
+    def _once(
+        self, method: str, url: str, body: dict | None = None, *, missing_ok: bool = False
     ) -> httpx.Response:
-        # Not retried: a create that timed out may have happened. Only a 401 gets one more
-        # try with a fresh token, as reads do.
+        # Not retried: a create that timed out may have happened, and an estimate isn't worth
+        # the run's budget of waits. Only a 401 gets one more try with a fresh token, as
+        # reads do.
         if not hosts.same_origin(url, self.origin):
             raise DataverseError(f"Refused to send the access token to {url.split('?')[0]}.")
         headers = {"Prefer": "return=representation"} if method == "POST" else {}

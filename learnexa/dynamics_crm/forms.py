@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-import zoneinfo
-from functools import cache
-
 from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
+
+from learnexa.accounts.models import time_zones
 
 from . import hosts
 from .credentials import CertificateError, load_certificate
@@ -15,13 +14,6 @@ CredentialType = DynamicsCrmSetting.CredentialType
 # Largest upload read for a certificate or a key; real ones are a few kilobytes.
 MAX_CERTIFICATE_BYTES = 64 * 1024
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-
-
-@cache
-def time_zones() -> dict[str, str]:
-    """Every IANA time zone this system knows, by its lowercased name (reading them walks the
-    tz database, so once per process)."""
-    return {name.lower(): name for name in sorted(zoneinfo.available_timezones())}
 
 
 def _comparable(name: str, value) -> object:

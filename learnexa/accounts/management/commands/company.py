@@ -1,5 +1,4 @@
 import json as json_module
-import zoneinfo
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
@@ -7,7 +6,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils.text import slugify
 
-from learnexa.accounts.models import Company
+from learnexa.accounts.models import Company, time_zones
 
 
 class Command(BaseCommand):
@@ -79,7 +78,7 @@ class Command(BaseCommand):
                 f"'{slug}' isn't a valid slug: use lowercase letters, digits and hyphens."
             )
         # Only real IANA zones: the schedule computes each company's sync times in it.
-        if time_zone not in zoneinfo.available_timezones():
+        if time_zones().get(time_zone.lower()) != time_zone:
             raise CommandError(
                 f"'{time_zone}' isn't a time zone: use an IANA name such as Europe/Paris or UTC."
             )
