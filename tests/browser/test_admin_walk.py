@@ -99,6 +99,10 @@ def test_a_new_admin_connects_dynamics_and_keeps_users_in_step(
     # The page polls for progress on its own while the worker runs here.
     run_worker()
     expect(page.get_by_role("status").filter(has_text="Succeeded")).to_be_visible(timeout=30_000)
+    # Seeing the run finish, the page reloads itself: wait for the finished page, not the
+    # one being replaced (a screenshot of that one fails mid-navigation).
+    expect(page.locator('#run[data-finished="true"]')).to_be_attached()
+    page.wait_for_load_state()
     screenshot("sync-finished")
 
     # The users, and one user's page with their Dynamics link and history.
