@@ -10,11 +10,16 @@ Rows are kept in a dict keyed by their primary key, plus a list of the keys sort
 ``guid_sort_key``.  The sort key reproduces SQL Server's ``uniqueidentifier`` ordering (the
 last six bytes are most significant, then bytes 8-9, 6-7, 4-5 and finally 0-3), which is
 the order Dataverse pages a table in when no other order is requested.
+
+A change log (each row's version when it was written, oldest first) serves change tracking:
+a delta reads the rows changed since a version without looking at the others, as
+Dataverse's own change tracking does.
 """
 
 from __future__ import annotations
 
 import bisect
+from array import array
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -63,6 +68,10 @@ class Table:
         self._derived_items = [(c, f) for c, f in self.derived.items()]
         self.rows: dict[str, Row] = {}
         self.order: list[str] = []
+        # The change log: versions ascending (8 bytes each, for a million rows), and the key
+        # written at each. An entry is stale once its row is written again or removed.
+        self._log_versions = array("q")
+        self._log_keys: list[str] = []
         self._getters: dict[str, Callable[[Row], Any]] = {}
 
     # ------------------------------------------------------------------ rows
@@ -73,6 +82,10 @@ class Table:
         """Replace all rows (used by the generator)."""
         self.rows = {r[0]: r for r in rows}
         self.order = sorted(self.rows, key=guid_sort_key)
+        vi = self.version_index
+        logged = sorted(self.rows.values(), key=lambda r: r[vi])
+        self._log_versions = array("q", [r[vi] for r in logged])
+        self._log_keys = [r[0] for r in logged]
 
     def get(self, guid: str) -> Row | None:
         return self.rows.get(guid.lower())
@@ -82,6 +95,25 @@ class Table:
         if key not in self.rows:
             bisect.insort(self.order, key, key=guid_sort_key)
         self.rows[key] = row
+        version, versions = row[self.version_index], self._log_versions
+        # Versions only grow (Store.next_version), so this is an append.
+        at = (
+            len(versions)
+            if not versions or versions[-1] <= version
+            else bisect.bisect_right(versions, version)
+        )
+        versions.insert(at, version)
+        self._log_keys.insert(at, key)
+
+    def changed(self, after: int, upto: int) -> Iterator[Row]:
+        """The rows whose version is in (after, upto], in version order: from the change
+        log, so a delta costs what changed, not the table's size."""
+        versions, keys, rows, vi = self._log_versions, self._log_keys, self.rows, self.version_index
+        for at in range(bisect.bisect_right(versions, after), bisect.bisect_right(versions, upto)):
+            row = rows.get(keys[at])
+            # Stale: the row was written again later, or removed.
+            if row is not None and row[vi] == versions[at]:
+                yield row
 
     def remove(self, guid: str) -> Row | None:
         guid = guid.lower()

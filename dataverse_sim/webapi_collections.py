@@ -379,14 +379,14 @@ class CollectionQueries:
     def _delta_change_count(self, table: Table, deltatoken: str) -> int:
         """``<set>/$count?$deltatoken=...``: changed rows plus deletions since the token."""
         since = self._since(table, deltatoken)
-        upper = self.store.version
-        vi = table.version_index
-        changed = sum(1 for r in table.rows.values() if since < r[vi] <= upper)
-        deleted = sum(
-            1
-            for v, entity_set, _guid in self.store.tombstones
-            if entity_set == table.entity_set and since < v <= upper
-        )
+        with self.store.lock:
+            upper = self.store.version
+            changed = sum(1 for _ in table.changed(since, upper))
+            deleted = sum(
+                1
+                for v, entity_set, _guid in self.store.tombstones
+                if entity_set == table.entity_set and since < v <= upper
+            )
         return changed + deleted
 
     def _delta(self, api, table: Table, query: Query, select, page_size, cookie, applied):
@@ -405,9 +405,7 @@ class CollectionQueries:
             vi = table.version_index
             items: list[tuple[int, int, Any]] = []
             if phase == 0:
-                changed = [r for r in table.rows.values() if after_version < r[vi] <= upper]
-                changed.sort(key=lambda r: r[vi])
-                items.extend((0, r[vi], r) for r in changed)
+                items.extend((0, r[vi], r) for r in table.changed(after_version, upper))
                 floor = since
             else:
                 floor = after_version

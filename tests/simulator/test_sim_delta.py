@@ -142,3 +142,28 @@ def test_large_delta_is_paged(api, sim):
     assert pages == 3
     assert sorted(seen) == sorted(ids)
     assert "@odata.deltaLink" in body
+
+
+def test_a_row_changed_twice_is_reported_once_at_its_latest_version(api, sim):
+    """The change log keeps every write; a delta reports each row once, as it is now, in
+    the order of its last change, and nothing for a row deleted since."""
+    _, last, _ = full_sync(api)
+    users = [u["systemuserid"] for u in sim.store.users() if not u["applicationid"]]
+    first, second, gone = users[3], users[4], users[5]
+    sim.update_user(first, firstname="Once")
+    sim.update_user(gone, firstname="Doomed")
+    sim.update_user(second, firstname="Only")
+    sim.update_user(first, firstname="Twice")
+    sim.delete_user(gone)
+    delta = api.get(last["@odata.deltaLink"], headers={"Prefer": TRACK}).json()
+    changed = [r for r in delta["value"] if "reason" not in r]
+    assert [r["systemuserid"] for r in changed] == [second, first]
+    assert changed[1]["fullname"].startswith("Twice")
+    assert [r["id"] for r in delta["value"] if "reason" in r] == [gone]
+    count = api.get(
+        "/systemusers/$count?$deltatoken=" + re.search(
+            r"\$deltatoken=([^&]+)", last["@odata.deltaLink"]
+        ).group(1)
+    )
+    assert count.status_code == 200, count.text
+    assert int(count.text.lstrip("\ufeff")) == 3
