@@ -7,10 +7,13 @@ writing the page before change any of it, the page is matched again (see flow.py
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 import orjson
 from django.db import connection
+from django.db.models import DEFERRED
 
 from learnexa.accounts.models import Company, User
 
@@ -19,6 +22,13 @@ from ..mapping import MappedRecord
 
 # The users fields holding Dynamics and Entra ID GUIDs.
 GUID_FIELDS = ("dynamics_systemuser_id", "dynamics_contact_id", "entra_object_id")
+
+
+# What matching and planning never read of a user: left deferred, since converting every
+# column of thousands of rows (the dates above all) was most of matching's time.
+UNREAD_FIELDS = frozenset(
+    {"password", "last_login", "sign_in_epoch", "invitation_sent_at", "created_at", "updated_at"}
+)
 
 
 def _users_where(company: Company, conditions: dict[str, list]) -> list[User]:
@@ -33,6 +43,7 @@ def _users_where(company: Company, conditions: dict[str, list]) -> list[User]:
     quote = connection.ops.quote_name
     table, company_id = quote(User._meta.db_table), quote("company_id")
     postgresql = connection.vendor == "postgresql"
+    columns = _Columns(connection)
     statements, params = [], []
     for column, values in conditions.items():
         if not values:
@@ -49,27 +60,69 @@ def _users_where(company: Company, conditions: dict[str, list]) -> list[User]:
             # they say the company has almost no users, and PostgreSQL would otherwise read
             # all of them for every page (OFFSET 0 keeps the subquery from being merged).
             statements.append(
-                f"SELECT u.* FROM jsonb_array_elements_text(%s::jsonb) AS k(v) CROSS JOIN "
-                f"LATERAL (SELECT * FROM {table} u WHERE u.{company_id} = %s AND "
+                f"SELECT {columns.select} FROM jsonb_array_elements_text(%s::jsonb) AS k(v) "
+                f"CROSS JOIN LATERAL (SELECT * FROM {table} u WHERE u.{company_id} = %s AND "
                 f"{expression} = k.v{'::uuid' if uuids else ''} OFFSET 0) u"
             )
         else:
             # SQLite probes the index for each value of the list, in the list's order (a
             # CROSS JOIN keeps that order): an IN (subquery) would first copy and sort them.
             statements.append(
-                f"SELECT u.* FROM json_each(%s) AS k CROSS JOIN {table} u "
+                f"SELECT {columns.select} FROM json_each(%s) AS k CROSS JOIN {table} u "
                 f"WHERE {expression} = k.value AND u.{company_id} = %s"
             )
             values = [value.replace("-", "") for value in values] if uuids else values
         params += [orjson.dumps(values).decode(), company.pk]
     if not statements:
         return []
-    users = {user.pk: user for user in User.objects.raw(" UNION ALL ".join(statements), params)}
-    for user in users.values():
-        for name in GUID_FIELDS:
-            if (value := getattr(user, name)) is not None:
-                setattr(user, name, str(value))
-    return list(users.values())
+    with connection.cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(statements), params)
+        rows = cursor.fetchall()
+    return list({user.pk: user for user in columns.users(rows)}.values())
+
+
+class _Columns:
+    """The users columns matching reads, and the User instances made of them: each column
+    converted as a whole, GUIDs straight to their text, the unread fields deferred."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.fields = [f for f in User._meta.concrete_fields if f.name not in UNREAD_FIELDS]
+        quote, native = connection.ops.quote_name, connection.vendor == "postgresql"
+        self.select = ", ".join(
+            f"u.{quote(f.column)}::text"
+            if native and f.name in GUID_FIELDS
+            else f"u.{quote(f.column)}"
+            for f in self.fields
+        )
+
+    def users(self, rows: list[tuple]) -> list[User]:
+        if not rows:
+            return []
+        read = dict(zip(self.fields, zip(*rows, strict=True), strict=True))
+        columns = [
+            self._convert(f, read[f]) if f in read else repeat(DEFERRED)
+            for f in User._meta.concrete_fields
+        ]
+        names, alias = [f.attname for f in User._meta.concrete_fields], self.connection.alias
+        # Deferred columns repeat without end: the rows' columns decide the length.
+        return [User.from_db(alias, names, values) for values in zip(*columns, strict=False)]
+
+    def _convert(self, field, values: tuple) -> Sequence:
+        if field.name in GUID_FIELDS:
+            return values if self.connection.vendor == "postgresql" else _guid_texts(values)
+        column, connection = field.get_col(User._meta.db_table), self.connection
+        converters = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        for convert in converters:
+            values = [convert(value, column, connection) for value in values]
+        return values
+
+
+def _guid_texts(hexes: tuple) -> list:
+    """GUIDs stored as 32 hex digits (SQLite), as parse_guid writes them."""
+    return [
+        None if h is None else f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}" for h in hexes
+    ]
 
 
 def _match_candidates(company: Company, records: list[MappedRecord], link: str):
