@@ -4,7 +4,7 @@
                                            [--page-size 5000] [--seed 1] [--json]
                                            [--phases] [--serial] [--profile full.pstats]
                                            [--profile-scenario full|nochange|incremental]
-                                           [--latency PER_REQUEST_MS,PER_ROW_MS]
+                                           [--latency PER_REQUEST_MS,PER_ROW_MS] [--rounds 1]
 
 One run measures, on the same data:
 
@@ -294,14 +294,20 @@ def child_mutate(args, info: dict) -> dict:
         ).values_list("dynamics_systemuser_id", flat=True)
     )
     wanted = max(1, round(args.users * CHANGED_FRACTION))
-    chosen = random.Random(args.seed).sample(ids, min(wanted, len(ids)))
+    # Each round (--rounds) changes other users, to other values.
+    rng = random.Random(args.seed if args.round == 1 else f"{args.seed}/{args.round}")
+    chosen = rng.sample(ids, min(wanted, len(ids)))
+    mark = "" if args.round == 1 else f" r{args.round}"
     # Most get a new job title and city; every tenth is disabled (a deactivation).
     changes = []
     for n, sid in enumerate(chosen):
         if n % 10 == 9:
             changes.append((f"users/{sid}/disable", "POST", {}))
         else:
-            body = {"jobtitle": f"Benchmark title {n}", "address1_city": f"Bench City {n % 97}"}
+            body = {
+                "jobtitle": f"Benchmark title {n}{mark}",
+                "address1_city": f"Bench City {n % 97}{mark}",
+            }
             changes.append((f"users/{sid}", "PATCH", body))
 
     headers = {"Authorization": f"Bearer {info['control_token']}"}
@@ -625,8 +631,9 @@ class Bench:
 
     # -- children -------------------------------------------------------------------------
 
-    def run(self, scenario: str) -> dict:
-        result_file = self.tmp / f"{scenario}.json"
+    def run(self, scenario: str, n: int = 1) -> dict:
+        """Run one step in a child process; n: its round (--rounds)."""
+        result_file = self.tmp / f"{scenario}-{n}.json"
         argv = [
             sys.executable,
             __file__,
@@ -642,6 +649,8 @@ class Bench:
             str(self.info_file),
             "--result-file",
             str(result_file),
+            "--round",
+            str(n),
         ]
         if self.args.profile:
             argv += ["--profile", str(Path(self.args.profile).resolve())]
@@ -715,10 +724,12 @@ def measure(args) -> list[dict]:
         results["nochange"] = bench.run("nochange")
         log = bench.control("GET", "requests")["requests"]
         timelines["nochange"] = timeline(log, results["nochange"])
-        say(f"changing {CHANGED_FRACTION:.0%} of the users in Dynamics…")
-        bench.run("mutate")
-        say("incremental sync…")
-        results["incremental"] = bench.run("incremental")
+        for n in range(1, args.rounds + 1):
+            name = "incremental" if n == 1 else f"incremental {n}"
+            say(f"changing {CHANGED_FRACTION:.0%} of the users in Dynamics…")
+            bench.run("mutate", n)
+            say(f"{name} sync…")
+            results[name] = bench.run("incremental", n)
     finally:
         bench.cleanup()
 
@@ -731,8 +742,7 @@ def measure(args) -> list[dict]:
     rows = []
     fetch, write = floor["fetch_seconds"], floor["write_seconds"]
     fetch_as_sync = floor.get("fetch_as_sync_seconds")
-    for scenario in SCENARIOS:
-        r = results[scenario]
+    for scenario, r in results.items():
         rows.append(
             {
                 "scenario": scenario,
@@ -838,7 +848,7 @@ def print_table(rows: list[dict], args) -> None:
         f"fetch {first['floor_fetch_seconds']:.2f} s, write {first['floor_write_seconds']:.2f} s"
     )
     header = (
-        f"{'scenario':<12}{'seconds':>9}{'CPU s':>8}{'users/s':>11}{'records':>11}{'requests':>9}"
+        f"{'scenario':<14}{'seconds':>9}{'CPU s':>8}{'users/s':>11}{'records':>11}{'requests':>9}"
         f"{'statements':>11}"
         f"{'peak RSS MB':>12}{'÷(fetch+write)':>15}{'÷max':>6}  outcome"
     )
@@ -850,7 +860,7 @@ def print_table(rows: list[dict], args) -> None:
             f"unchanged {r['unchanged']}, skipped {r['skipped']}"
         )
         print(
-            f"{r['scenario']:<12}{r['seconds']:>9.2f}{r['cpu_seconds']:>8.2f}"
+            f"{r['scenario']:<14}{r['seconds']:>9.2f}{r['cpu_seconds']:>8.2f}"
             f"{r['users_per_second']:>11,}"
             f"{r['records']:>11,}{r['requests']:>9}{r['statements']:>11,}{r['peak_rss_mb']:>12.0f}"
             f"{r['ratio_to_floor_sum']:>15.2f}{r['ratio_to_floor_max']:>6.1f}  {outcome}"
@@ -865,7 +875,7 @@ def print_table(rows: list[dict], args) -> None:
         )
         for r in rows:
             print(
-                f"  {r['scenario']:<12}{r['seconds']:>8.2f} s  ÷ floor fetch "
+                f"  {r['scenario']:<14}{r['seconds']:>8.2f} s  ÷ floor fetch "
                 f"{r['ratio_to_floor_fetch']:.3f}"
                 + (
                     f"  ÷ as the sync asks {r['ratio_to_floor_fetch_as_sync']:.3f}"
@@ -962,7 +972,15 @@ def main() -> None:
         help="fetch each page only when the previous one is written (no prefetch thread), "
         "so that --phases and --profile add up to the wall time",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="change 1 %% of the users and sync them this many times, other users each time, "
+        "to see the incremental sync's spread (1)",
+    )
     # Internal: one step, in a child process.
+    parser.add_argument("--round", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--scenario", choices=list(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--info-file", help=argparse.SUPPRESS)
     parser.add_argument("--result-file", help=argparse.SUPPRESS)
