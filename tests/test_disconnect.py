@@ -38,7 +38,13 @@ def test_after_disconnecting_the_page_says_so_and_offers_no_sync(admin_client, s
     assert '<span class="badge disconnected">Disconnected</span>' in page
     assert ">Connected<" not in page
     assert "Connect again to sync: no credential is saved." in page
-    for label in ("Sync now", "Dry run", "Full resync", "Test connection"):
+    for label in (
+        "Sync now",
+        "Dry run",
+        "Full resync",
+        "Test connection",
+        "Register automatically",
+    ):
         button = page[: page.index(f">{label}</button>")]
         assert button[button.rindex("<button") :].count("disabled") == 1, label
     dashboard = admin_client.get(reverse("manage_site:dashboard")).content.decode()
