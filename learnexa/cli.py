@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from learnexa.demo import state_file
 
+    if json_output:
+        _json_argument_errors()
     try:
         data_dir = settings.DATA_DIR
     except ImproperlyConfigured as exc:
@@ -61,6 +63,19 @@ def fail(message: str, json_output: bool, code: int = 1):
     else:
         sys.stderr.write(f"learnexa: {message}\n")
     sys.exit(code)
+
+
+def _json_argument_errors() -> None:
+    """With --json, a misspelled or missing argument is one JSON object on standard output
+    too (with argparse's exit status, 2), not only the usage on standard error."""
+    from django.core.management.base import CommandError, CommandParser
+
+    def error(parser: CommandParser, message: str):
+        if parser.called_from_command_line:
+            fail(f"{message} (see `{parser.prog} --help`)", True, code=2)
+        raise CommandError(f"Error: {message}")
+
+    CommandParser.error = error
 
 
 def is_missing_table(exc: Exception) -> bool:

@@ -51,6 +51,24 @@ def test_with_json_a_database_without_tables_is_one_json_object(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("users", "list", "--json"), "the following arguments are required: company"),
+        (("dynamics", "sync", "acme", "--jsn", "--json"), "unrecognized arguments: --jsn"),
+        (("company", "lsit", "--json"), "invalid choice: 'lsit'"),
+    ],
+)
+def test_with_json_a_wrong_argument_is_one_json_object_too(tmp_path, args, says):
+    result = learnexa(tmp_path, *args)
+    assert result.returncode == 2
+    error = json.loads(result.stdout)["error"]
+    assert says in error and "--help" in error
+    # Without --json, argparse's usage and message on standard error, as before.
+    plain = learnexa(tmp_path, *[a for a in args if a != "--json"])
+    assert plain.returncode == 2 and plain.stdout == "" and "usage:" in plain.stderr
+
+
 def test_the_commands_print_emails_on_stderr_keeping_stdout_for_their_result(tmp_path):
     assert learnexa(tmp_path, "migrate", "--verbosity", "0").returncode == 0
     result = learnexa(tmp_path, "sendtestemail", "someone@example.test")
