@@ -227,11 +227,44 @@ def test_the_integration_page_shows_the_address_and_key_to_site_admins(client, h
     page = client.get(reverse("dynamics_crm:integration")).content.decode()
     assert "Changes in seconds (webhook)" in page
     assert f"/dynamics_crm/webhook/{hook.webhook_id}/" in page
-    assert webhooks.webhook_key(hook) in page
+    key = webhooks.webhook_key(hook)
+    # Only its end; the key itself is one button away.
+    assert key not in page and f"…{key[-4:]}</code>" in page and "Show the key" in page
     assert "Register New Web Hook" in page and "port 443" in page
     assert "None yet" in page
     call(client, hook)
     assert "None yet" not in client.get(reverse("dynamics_crm:integration")).content.decode()
+
+
+def test_the_key_is_shown_on_a_page_no_cache_keeps_and_the_showing_is_recorded(
+    client, hook, site_admin
+):
+    from learnexa.dynamics_crm.models import AuditEvent
+
+    url = reverse("dynamics_crm:webhook_show_key")
+    client.force_login(site_admin)
+    assert client.get(url).status_code == 405
+    response = client.post(url)
+    assert response.status_code == 200
+    assert (
+        f'<code id="webhook-key">{webhooks.webhook_key(hook)}</code>' in response.content.decode()
+    )
+    assert "no-store" in response["Cache-Control"]
+    event = AuditEvent.objects.get(company=hook.company)
+    assert (event.action, event.actor) == (AuditEvent.Action.WEBHOOK_KEY_SHOWN, site_admin)
+    assert webhooks.webhook_key(hook) not in str(event.details) + event.summary
+
+
+def test_a_learner_or_an_anonymous_visitor_cannot_see_the_key(client, hook):
+    from learnexa.accounts.models import User
+
+    url = reverse("dynamics_crm:webhook_show_key")
+    key = webhooks.webhook_key(hook)
+    anonymous = client.post(url)
+    assert anonymous.status_code in (302, 403) and key not in anonymous.content.decode()
+    client.force_login(User.objects.create(company=hook.company, email="learner@acme.test"))
+    learner = client.post(url)
+    assert learner.status_code in (302, 403) and key not in learner.content.decode()
 
 
 def test_the_organization_id_is_learnt_at_the_connection_test(setting, simulator):

@@ -34,5 +34,6 @@ urlpatterns = [
     # Where Dynamics posts (WebhookKey: ?code=<key>); no session.
     path("webhook/<str:webhook_id>/", webhook_views.receive, name="webhook"),
     path("webhook-key/rotate/", webhook_views.rotate, name="webhook_rotate"),
+    path("webhook-key/show/", webhook_views.show_key, name="webhook_show_key"),
     path("webhook-register/", webhook_views.register, name="webhook_register"),
 ]

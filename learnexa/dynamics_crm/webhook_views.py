@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.http import HttpResponse
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
@@ -46,6 +47,22 @@ def address(request, setting: DynamicsCrmSetting) -> str:
         return ""
     return request.build_absolute_uri(
         reverse("dynamics_crm:webhook", kwargs={"webhook_id": setting.webhook_id})
+    )
+
+
+@site_admin_required
+@require_POST
+@never_cache
+def show_key(request):
+    """The webhook key, on a page of its own that no cache keeps, asked for with a button
+    and recorded: the integration page shows only its last characters."""
+    setting = get_object_or_404(DynamicsCrmSetting, company=request.company)
+    webhooks.ensure_key(setting)
+    audit.record(request, audit.AuditEvent.Action.WEBHOOK_KEY_SHOWN, "The webhook key was shown.")
+    return render(
+        request,
+        "dynamics_crm/webhook_key.html",
+        {"key": webhooks.webhook_key(setting), "address": address(request, setting)},
     )
 
 

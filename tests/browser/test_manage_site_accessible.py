@@ -65,3 +65,10 @@ def test_every_manage_site_page_passes_axe(
     expect(page.get_by_text(learner.email).first).to_be_visible()
     accessible(page)
     screenshot("a11y-lookup-result")
+
+    page.goto(live_server.url + reverse("dynamics_crm:integration"))
+    page.get_by_role("button", name="Show the key").click()
+    expect(page.get_by_role("heading", name="The webhook key")).to_be_visible()
+    assert len(page.locator("#webhook-key").inner_text()) >= 32
+    accessible(page)
+    screenshot("a11y-webhook-key")

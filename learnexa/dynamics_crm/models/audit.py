@@ -20,6 +20,7 @@ class AuditEvent(models.Model):
         HOLD_REJECTED = "hold_rejected", "Held deactivations rejected"
         SCHEDULE_RESUMED = "schedule_resumed", "Schedule resumed"
         WEBHOOK_KEY_ROTATED = "webhook_key_rotated", "Webhook key rotated"
+        WEBHOOK_KEY_SHOWN = "webhook_key_shown", "Webhook key shown"
         WEBHOOK_REGISTERED = "webhook_registered", "Webhook registered"
 
     company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="+")

@@ -25,8 +25,9 @@ def webhook_section(context, setting):
         "setting": setting,
         "address": url,
         "https": url.startswith("https://"),
-        # The key only for the company's site admins (the page is theirs anyway).
-        "key": webhooks.webhook_key(setting) if is_site_admin else "",
+        # Only the key's end, and only for the company's site admins: the key itself is on a
+        # page of its own (webhook_views.show_key).
+        "key_end": webhooks.webhook_key(setting)[-4:] if is_site_admin else "",
         "counter": WebhookCounter.objects.filter(setting=setting).first(),
         "entity": webhooks.entity_of(setting),
         "csrf_token": context.get("csrf_token"),
