@@ -57,6 +57,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -196,7 +197,11 @@ def _install_phase_timers() -> dict[str, float]:
             try:
                 return super().__next__()
             finally:
-                totals["wait.next page"] += time.perf_counter() - started
+                # The sync's own thread waits for mapped pages; the mapping thread, if the
+                # sync has one, for fetched pages.
+                thread = threading.current_thread()
+                waiting = "next page" if thread is threading.main_thread() else thread.name
+                totals[f"wait.{waiting}"] += time.perf_counter() - started
 
     flow.Prefetched = TimedPrefetched
     result = concurrent.futures.Future.result

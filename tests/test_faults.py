@@ -91,8 +91,8 @@ def assert_sound(company) -> None:
 
 
 # Pages a sync holds past the one it writes: one planned while that one is written, one
-# fetched, and one being fetched.
-PAGES_IN_FLIGHT = 3
+# mapped and one being mapped, one fetched and one being fetched.
+PAGES_IN_FLIGHT = 5
 
 
 def assert_failed_cleanly(run: SyncRun, *, pages: int, ahead: int = 0) -> None:

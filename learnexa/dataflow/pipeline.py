@@ -19,7 +19,7 @@ class Prefetched[T](Iterator[T]):
     manager) when stopping early: the producer then stops after the item it is working on.
     """
 
-    def __init__(self, items: Iterable[T], *, depth: int = 1):
+    def __init__(self, items: Iterable[T], *, depth: int = 1, name: str = "prefetch"):
         self._buffer: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = stop = threading.Event()
         self._finished = False
@@ -46,7 +46,7 @@ class Prefetched[T](Iterator[T]):
 
         # The thread runs in the caller's context (contextvars: what its log lines carry).
         self._producer = threading.Thread(
-            target=contextvars.copy_context().run, args=(produce,), name="prefetch", daemon=True
+            target=contextvars.copy_context().run, args=(produce,), name=name, daemon=True
         )
         self._producer.start()
 

@@ -40,7 +40,7 @@ class RetryBudget:
         self.waits = 0
         self.throttle_wait_seconds = 0.0
         # Told the seconds of each throttle wait before it starts, and None once it ends
-        # (a run shows it on its page); may be called from the prefetch thread.
+        # (a run shows it on its page); may be called from the fetching or mapping thread.
         self.on_throttle: Callable[[float | None], None] | None = None
 
     def backoff(self, attempt: int, why: str) -> bool:

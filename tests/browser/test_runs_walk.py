@@ -52,7 +52,13 @@ def test_an_admin_follows_a_sync_from_its_progress_to_the_chart(
     # got, of about how many, and why it is waiting. The wait is the test's: the browser
     # looks at the page, then the sync goes on. Pages are fetched in this thread, as with a
     # delegated sign-in (each page committed before the next is fetched): no timing at all.
-    monkeypatch.setattr(PageFlow, "pages", lambda flow, url, track: flow.fetch_and_map(url, track))
+    monkeypatch.setattr(
+        PageFlow,
+        "pages",
+        lambda flow, url, track: flow.map_pages(
+            flow.context.client.pages(url, track_changes=track)
+        ),
+    )
     simulator.inject_fault(
         "status", count=1, status=429, retry_after=30, path_contains="pagenumber=%223%22"
     )

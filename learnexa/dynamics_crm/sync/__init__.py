@@ -16,7 +16,8 @@ planned in Python, and applied with bulk statements, so the work per page is con
 however large the company. A page is written in one transaction with the run's checkpoint
 (pages that come in faster than they are written share one): a run that stops half-way
 leaves whole pages behind, never half of one, and resumes from its checkpoint. While a page
-is written, the next one is fetched and mapped in one thread and planned in another.
+is written, the next one is planned in one thread, the one after it mapped in another and
+the next fetched in a third.
 
 Deactivations wait until the read is complete: only then is "missing from Dynamics" known,
 and only then is the run's total compared with the company's limits, above which they are

@@ -1,6 +1,7 @@
 """Fetch: the client a run reads Dynamics with, and how it reads lookups' names.
 
-Mapping a page (mapping.py) happens as it is fetched, in the prefetch thread (flow.py).
+Mapping a page (mapping.py) happens in the mapping thread while the fetching thread asks for
+the next page (flow.py).
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
     fetch a page → map → match → plan → apply → record
 
-Pipelined, three pages at a time: while a page is written (apply, record) in the sync's own
-thread, the next one is fetched and mapped in the prefetch thread, and the one after it
-planned in the planning thread once it is matched. SQLite and the socket release the GIL
-while they work, so the three overlap.
+Pipelined: while a page is written (apply, record) in the sync's own thread, the next one is
+planned in the planning thread once it is matched, the one after it mapped in the mapping
+thread, and the next fetched in the fetching thread, which asks Dynamics for a page as soon
+as it has parsed the one before. SQLite and the socket release the GIL while they work, so
+they overlap.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, nullcontext
 
 from django.db import connection
 
@@ -118,12 +119,16 @@ class PageFlow:
                 transactions.commit()
 
     def pages(self, url: str, track_changes: bool) -> Iterator[tuple[Page, list[MappedRecord]]]:
-        """Fetch a page and map it, the next one while this one is written (in the prefetch
-        thread, where `prefetches`)."""
-        pages = self.fetch_and_map(url, track_changes)
+        """Fetch a page and map it, the next ones while this one is written: where
+        `prefetches`, pages are fetched in one thread and mapped in another, so that the next
+        request leaves as soon as a page is parsed, not once it is mapped as well."""
+        client = self.context.client
         if not self.prefetches:
-            return pages
-        return _AtHand(pages) if self.serial else Prefetched(pages)
+            return self.map_pages(client.pages(url, track_changes=track_changes))
+        if self.serial:
+            return _AtHand(self.map_pages(client.pages(url, track_changes=track_changes)))
+        fetched = Prefetched(client.pages(url, track_changes=track_changes), name="sync-fetch")
+        return Prefetched(self.map_pages(fetched), name="sync-map")
 
     @property
     def prefetches(self) -> bool:
@@ -132,10 +137,12 @@ class PageFlow:
         setting = self.context.setting
         return setting.credential_type != setting.CredentialType.DELEGATED
 
-    def fetch_and_map(self, url: str, track_changes: bool):
-        client, mapping = self.context.client, self.context.mapping
-        for page in client.pages(url, track_changes=track_changes):
-            yield page, mapping.map_page(page.rows)
+    def map_pages(self, pages: Iterator[Page]):
+        """Each page with its mapped records; closes `pages` (a fetching thread) when done."""
+        mapping = self.context.mapping
+        with closing(pages) if isinstance(pages, Prefetched) else nullcontext():
+            for page in pages:
+                yield page, mapping.map_page(page.rows)
 
     def match(self, page: Page, mapped: list[MappedRecord]) -> Candidates:
         context = self.context

@@ -139,7 +139,7 @@ def execute_run(
 
 def _show_throttling(run: SyncRun) -> Callable[[float | None], None]:
     """Set the run's throttled_until while it waits on a 429, and clear it after: one UPDATE
-    each, from whichever thread waits (the prefetch thread closes its own connection)."""
+    each, from whichever thread waits (the fetching or mapping thread closes its own connection)."""
     owner = threading.get_ident()
 
     def show(wait: float | None) -> None:
