@@ -1,5 +1,7 @@
 """Fair queues: a large company's sync is queued below the small companies' syncs."""
 
+from datetime import timedelta
+
 import pytest
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
@@ -110,3 +112,31 @@ def test_retries_and_waits_keep_the_priority(django_capture_on_commit_callbacks)
     run.refresh_from_db()
     waiting = DBTaskResult.objects.get(pk=run.task_id)
     assert waiting.priority == -12 and waiting.run_after > timezone.now()
+
+
+def test_a_run_kept_waiting_below_the_default_is_raised_to_it_in_time(
+    django_capture_on_commit_callbacks,
+):
+    """Ageing: small companies queued one after another can't starve a large one."""
+    from learnexa.dynamics_crm import schedule
+
+    large, task = queued(
+        a_company("large", last_full_read=50_000), django_capture_on_commit_callbacks
+    )
+    delayed, _ = queued(
+        a_company("delayed", last_full_read=60_000), django_capture_on_commit_callbacks
+    )
+    jobs._enqueue(delayed, delay=jobs.MAX_WAIT_BELOW_DEFAULT)  # ready only in ten minutes
+    delayed.refresh_from_db()
+    small, _ = queued(a_company("small", last_full_read=1000), django_capture_on_commit_callbacks)
+    soon = task.enqueued_at + jobs.MAX_WAIT_BELOW_DEFAULT
+
+    assert schedule.tick(soon - timedelta(seconds=1))["aged"] == 0
+    assert DBTaskResult.objects.get(pk=task.pk).priority == -10
+    assert schedule.tick(soon)["aged"] == 1
+    assert DBTaskResult.objects.get(pk=task.pk).priority == 0
+    # Raised to the default, it is served before the small company queued after it; the
+    # delayed run counts its wait from when it became ready.
+    assert DBTaskResult.objects.get(pk=delayed.task_id).priority == -12
+    order = [r.args_kwargs["args"][0] for r in DBTaskResult.objects.ready()]
+    assert order[:2] == [large.pk, small.pk]

@@ -8,7 +8,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.tasks import task
+from django.db.models import Q
+from django.tasks import TaskResultStatus, task
 from django.tasks.base import DEFAULT_TASK_PRIORITY
 from django.utils import timezone
 
@@ -31,6 +32,10 @@ LOWEST_PRIORITY = -50
 # this much of its first slice, then goes back to the queue with a priority from what it read
 # meanwhile: a small company is done by then; a large one has shown its size.
 FIRST_SLICE_SECONDS = 10.0
+# Ageing: a run that has waited this long below the default priority is raised to it (see
+# age_queued), so that a steady stream of small companies' syncs can delay a large company's
+# sync, or one of its slices, by this much at most, never for ever.
+MAX_WAIT_BELOW_DEFAULT = timedelta(minutes=10)
 
 
 @task()
@@ -117,6 +122,26 @@ def priority_for(run: SyncRun) -> int:
     """The queue priority of the run's task (see USERS_PER_PRIORITY_STEP)."""
     users = expected_users(run) or 0
     return max(LOWEST_PRIORITY, DEFAULT_TASK_PRIORITY - users // USERS_PER_PRIORITY_STEP)
+
+
+def age_queued(now=None) -> int:
+    """Raise the sync tasks that have been ready for MAX_WAIT_BELOW_DEFAULT below the default
+    priority to it, where they are served first come, first served with everyone else's;
+    return how many. Called by the scheduler (schedule.tick)."""
+    from django_tasks_db.models import DBTaskResult, get_date_max
+
+    cutoff = (now or timezone.now()) - MAX_WAIT_BELOW_DEFAULT
+    # Ready since the later of its enqueueing and its delay, if it had one.
+    return (
+        DBTaskResult.objects.filter(
+            status=TaskResultStatus.READY,
+            task_path=sync_company.module_path,
+            priority__lt=DEFAULT_TASK_PRIORITY,
+            enqueued_at__lte=cutoff,
+        )
+        .filter(Q(run_after=get_date_max()) | Q(run_after__lte=cutoff))
+        .update(priority=DEFAULT_TASK_PRIORITY)
+    )
 
 
 def _enqueue(run: SyncRun, delay: timedelta | None = None) -> None:

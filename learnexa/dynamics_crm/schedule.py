@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
-from .jobs import enqueue_sync, resume
+from .jobs import age_queued, enqueue_sync, resume
 from .models import AuditEvent, DynamicsCrmSetting, SyncRun
 from .notifications import remind_expiring
 
@@ -107,6 +107,7 @@ def tick(now=None) -> dict:
     return {
         "enqueued": [r.pk for r in enqueue_due(now)],
         "resumed": [r.pk for r in resume_abandoned(now) + requeue_orphans(now)],
+        "aged": age_queued(now),
         "pruned": prune_history(now),
         "expiry_reminders": remind_expiring(now),
     }
