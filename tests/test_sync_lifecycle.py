@@ -417,3 +417,50 @@ def test_a_long_background_sync_yields_its_worker_and_carries_on(settings, setti
         setting=setting, company=setting.company, trigger="manual", full=True
     )
     assert execute_run(clean).unchanged == run.created
+
+
+@pytest.mark.django_db
+def test_a_full_read_asks_whether_tracking_is_still_on_beside_its_first_page(setting, simulator):
+    sync(setting)
+    setting.refresh_from_db()
+    assert setting.change_tracking is True
+    simulator.clear_request_log()
+
+    run = sync(setting, full=True)
+
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    paths = [entry["path"] for entry in simulator.request_log()]
+    assert any("EntityDefinitions" in path for path in paths)
+    setting.refresh_from_db()
+    assert setting.change_tracking is True and "$deltatoken=" in setting.delta_link
+
+
+@pytest.mark.django_db
+def test_tracking_switched_off_since_the_last_check_reads_without_it(setting, simulator):
+    sync(setting)
+    simulator.webapi.change_tracking = False
+    record = people(simulator)[0]
+    simulator.store.update_user(record["systemuserid"], jobtitle="Read without tracking")
+    simulator.clear_request_log()
+
+    run = sync(setting, full=True)
+
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    # The first page was asked with tracking, refused, and asked again without.
+    pages = [e for e in simulator.request_log() if "/systemusers?" in e["path"]]
+    assert pages[0]["status"] == 400 and pages[1]["status"] == 200
+    assert user_for(setting, record).job_title == "Read without tracking"
+    setting.refresh_from_db()
+    assert setting.change_tracking is False and "modifiedon%20ge" in setting.delta_link
+
+
+@pytest.mark.django_db
+def test_a_failed_check_beside_the_read_changes_nothing(setting, simulator):
+    sync(setting)
+    simulator.inject_fault("status", count=1, status=403, path_contains="EntityDefinitions")
+
+    run = sync(setting, full=True)
+
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    setting.refresh_from_db()
+    assert setting.change_tracking is True and "$deltatoken=" in setting.delta_link

@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 # Where change tracking is off, changes are polled on modifiedon, overlapping the last read
 # by this much so that a change saved while it ran is not missed.
 POLL_OVERLAP = timedelta(minutes=10)
+# Dataverse's code for a request asking for change tracking on a table without it.
+TRACKING_REFUSED = "0x80060888"
 
 
 class SyncAlreadyRunning(Exception):
@@ -199,20 +201,60 @@ def _read_and_settle(run: SyncRun, flow: PageFlow) -> None:
             setting.forget_delta()
 
     if run.mode == SyncRun.Mode.FULL and not run.read_complete:
-        url = run.next_page_url
+        url, checking = run.next_page_url, None
         if not url:
-            setting.change_tracking = client.change_tracking_enabled(mapping.source.logical_name)
-            setting.save(update_fields=["change_tracking"])
-            flow.expected = _count_records(
-                client, mapping.source.logical_name, beside=flow.prefetches
-            )
+            logical_name = mapping.source.logical_name
+            if setting.change_tracking and flow.prefetches:
+                # On at the last check: the read asks for tracking at once, and the check is
+                # asked beside it rather than waited for before the first page.
+                checking = _beside(client.change_tracking_enabled, logical_name)
+            else:
+                _keep_change_tracking(setting, client.change_tracking_enabled(logical_name))
+            flow.expected = _count_records(client, logical_name, beside=flow.prefetches)
             url = client.collection_url(mapping.source.key, select=mapping.columns)
-        flow.read(url, full=True, track_changes=bool(setting.change_tracking))
+        try:
+            flow.read(url, full=True, track_changes=bool(setting.change_tracking))
+        except DataverseError as exc:
+            if checking is None or exc.code != TRACKING_REFUSED or run.pages:
+                raise
+            # Switched off in Dynamics since the last check: read without it.
+            logger.info("Change tracking is off for %s now; reading without it", logical_name)
+            _keep_change_tracking(setting, False)
+            flow.read(url, full=True, track_changes=False)
+        if checking is not None:
+            _take_change_tracking(setting, checking)
         flow.take_expected(wait=True)
 
     settle(run, context, full=run.mode == SyncRun.Mode.FULL)
     if not run.dry_run:
         _keep_delta(run, context)
+
+
+def _keep_change_tracking(setting: DynamicsCrmSetting, enabled: bool) -> None:
+    setting.change_tracking = enabled
+    setting.save(update_fields=["change_tracking"])
+
+
+def _take_change_tracking(setting: DynamicsCrmSetting, checking: Future) -> None:
+    """Keep what the check asked beside the read found. A failed check changes nothing: the
+    read itself asked for tracking, and the next sync starts from its delta link only if
+    Dynamics gave one (see _keep_delta)."""
+    try:
+        enabled = checking.result()
+    except Exception as exc:
+        logger.warning("Could not check whether change tracking is still on: %s", exc)
+        return
+    if enabled != setting.change_tracking:
+        _keep_change_tracking(setting, enabled)
+
+
+def _beside[T](ask: Callable[..., T], *args) -> Future[T]:
+    """Ask Dynamics in a thread of its own, beside the read, in the run's log context."""
+    asking = ThreadPoolExecutor(1, thread_name_prefix="sync-beside")
+    try:
+        return asking.submit(contextvars.copy_context().run, ask, *args)
+    finally:
+        asking.shutdown(wait=False)
 
 
 def _count_records(client: DataverseClient, logical_name: str, *, beside: bool) -> Future:
@@ -227,11 +269,7 @@ def _count_records(client: DataverseClient, logical_name: str, *, beside: bool) 
         except Exception as exc:
             counted.set_exception(exc)
         return counted
-    counting = ThreadPoolExecutor(1, thread_name_prefix="sync-count")
-    try:
-        return counting.submit(contextvars.copy_context().run, client.record_count, logical_name)
-    finally:
-        counting.shutdown(wait=False)
+    return _beside(client.record_count, logical_name)
 
 
 def _keep_delta(run: SyncRun, context: SyncContext) -> None:
