@@ -130,3 +130,54 @@ def test_a_column_of_uuids_converts_as_its_values_one_by_one():
     for junk in ("g" * 8 + text[0][8:], text[0][:35], "not-a-guid"):
         with pytest.raises(ValueError):
             _uuid_hex_column([text[1], junk])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_columns_the_same_in_every_row_are_bound_once_per_statement_on_sqlite():
+    from django.db import connection
+
+    from learnexa.dataflow.bulk import Rows
+    from learnexa.dynamics_crm.models import SyncChange
+
+    run = a_run()
+    fields = ["run", "user", "email", "action", "fields", "reason", "pending"]
+    rows = [(run.pk, None, f"p{n}@acme.test", "created", {"n": n}, "", False) for n in range(5)]
+    prepared = Rows(SyncChange, fields, rows, later=["user"])
+    users = User.objects.bulk_create(
+        [User(company=run.company, email=f"p{n}@acme.test") for n in range(5)]
+    )
+    # A column given later, and one folded but given all the same (not named in `later`).
+    prepared.set_column("user", [u.pk for u in users])
+    prepared.set_column("reason", [f"why {n}" for n in range(5)])
+    assert list(prepared.rows())[4] == [
+        run.pk,
+        users[4].pk,
+        "p4@acme.test",
+        "created",
+        '{"n":4}',
+        "why 4",
+        False,
+    ]
+    statements = []
+
+    def capture(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(capture), transaction.atomic():
+        prepared.insert()
+
+    got = list(
+        SyncChange.objects.filter(run=run)
+        .order_by("email")
+        .values_list("user", "email", "action", "fields", "reason", "pending")
+    )
+    assert got == [
+        (u.pk, f"p{n}@acme.test", "created", {"n": n}, f"why {n}", False)
+        for n, u in enumerate(users)
+    ]
+    if connection.vendor == "sqlite":
+        # run, action and pending once a statement; user, email, fields and reason for
+        # each row (5 rows: statements of 4 and 1).
+        inserts = [sql for sql in statements if sql.startswith("INSERT")]
+        assert [sql.count("?") for sql in inserts] == [3 + 4 * 4, 3 + 4 * 1]

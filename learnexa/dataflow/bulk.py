@@ -32,6 +32,8 @@ CONVERTED = {
 
 
 ROWS_PER_STATEMENT = 1024
+# Values a column may be bound once for all rows as: what equality tells apart exactly.
+_PLAIN = {str, int, bool, type(None), bytes}
 
 
 def _converter(field: models.Field, connection) -> Callable | None:
@@ -125,13 +127,20 @@ class Rows:
         rows: Iterable[Sequence],
         *,
         connection=None,
+        later: Sequence[str] = (),
     ):
+        """`later`: the fields whose values set_column gives after converting."""
         self.model = model
         self.connection = connection or connections[router.db_for_write(model)]
         meta = model._meta
         self.fields = [meta.get_field(name) for name in fields]
         rows = rows if isinstance(rows, list) else list(rows)
         self.count, self.width = len(rows), len(self.fields)
+        # The columns with one value for every row (SQLite only), bound once per statement
+        # rather than once per row: a page's company, source, times and defaults were 40 %
+        # of the values bound, and binding holds the GIL. The others are in `values`.
+        self.constants: dict[int, object] = {}
+        self.varying = list(range(self.width))
         self.values = []
         if not rows:
             return
@@ -145,18 +154,51 @@ class Rows:
                 columns[index] = _uuid_hex_column(columns[index])
             elif convert is not None:
                 columns[index] = [None if v is None else convert(v) for v in columns[index]]
-        self.values = list(itertools.chain.from_iterable(zip(*columns, strict=True)))
+        if self.connection.vendor == "sqlite" and self.count > 1:
+            self.constants = {
+                index: column[0]
+                for index, column in enumerate(columns)
+                if self.fields[index].name not in later
+                and column.count(column[0]) == self.count
+                and type(column[0]) in _PLAIN
+            }
+            if len(self.constants) == self.width:
+                self.constants = {}
+            self.varying = [i for i in range(self.width) if i not in self.constants]
+        self._flatten({i: columns[i] for i in self.varying})
+
+    def _flatten(self, columns: dict[int, Sequence]) -> None:
+        self.varying = sorted(columns)
+        self.values = list(
+            itertools.chain.from_iterable(zip(*(columns[i] for i in self.varying), strict=True))
+        )
 
     def set_column(self, name: str, values: Sequence) -> None:
         """Values, already as the driver takes them, for the column of field `name`."""
         index = next(i for i, f in enumerate(self.fields) if f.name == name)
         if len(values) != self.count:
             raise ValueError(f"{len(values)} values for {self.count} rows")
-        self.values[index :: self.width] = values
+        width = len(self.varying)
+        if index in self.constants:  # not named in `later`: made a column of its own again
+            columns = {i: self.values[at::width] for at, i in enumerate(self.varying)}
+            columns[index] = values
+            del self.constants[index]
+            self._flatten(columns)
+            return
+        self.values[self.varying.index(index) :: width] = values
 
     def rows(self) -> Iterator[list]:
-        width = self.width
-        return (self.values[at : at + width] for at in range(0, len(self.values), width))
+        """The rows in full, constants included."""
+        varying, width = self.varying, len(self.varying)
+        if not self.constants:
+            yield from (self.values[at : at + width] for at in range(0, len(self.values), width))
+            return
+        template = [self.constants.get(i) for i in range(self.width)]
+        for at in range(0, len(self.values), width):
+            row = template.copy()
+            for i, value in zip(varying, self.values[at : at + width], strict=True):
+                row[i] = value
+            yield row
 
     def insert(self) -> None:
         if not self.count:
@@ -165,7 +207,7 @@ class Rows:
         quote = connection.ops.quote_name
         table = quote(self.model._meta.db_table)
         names = ", ".join(quote(field.column) for field in self.fields)
-        width, values = self.width, self.values
+        values = self.values
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
                 # COPY: one round trip for the page, where executemany makes one a row.
@@ -180,18 +222,31 @@ class Rows:
             # Many rows per statement rather than executemany: SQLite then works through
             # each statement without the GIL, where executemany takes it back after every
             # row, which starves (and is starved by) the threads working on other pages.
+            width = len(self.varying)
             row = "({})".format(", ".join(["?"] * width))
             # Within a transaction, a failing row fails the whole page anyway: OR FAIL spares
             # SQLite keeping a copy of every page the statement touches so that it could undo
             # just this statement (its statement journal), a third of a large insert's CPU.
             # In autocommit mode it would keep the rows before the failing one.
             verb = "INSERT OR FAIL" if connection.in_atomic_block else "INSERT"
+            constants, source = [], "VALUES {}"
+            if self.constants:
+                # The constants once, each row's own values from VALUES (column1, …).
+                at = {index: n for n, index in enumerate(self.varying, start=1)}
+                select = []
+                for index in range(self.width):
+                    if index in self.constants:
+                        select.append("?")
+                        constants.append(self.constants[index])
+                    else:
+                        select.append(f"v.column{at[index]}")
+                source = f"SELECT {', '.join(select)} FROM (VALUES {{}}) AS v"
             start = 0
-            for size in _statement_sizes(self.count, connection, width):
+            for size in _statement_sizes(self.count, connection, width, len(constants)):
                 _execute_qmark(
                     cursor,
-                    f"{verb} INTO {table} ({names}) VALUES {', '.join([row] * size)}",
-                    values[start * width : (start + size) * width],
+                    f"{verb} INTO {table} ({names}) " + source.format(", ".join([row] * size)),
+                    constants + values[start * width : (start + size) * width],
                 )
                 start += size
 
@@ -212,10 +267,12 @@ def _execute_qmark(cursor, sql: str, params: Sequence) -> None:
     execute(sql, params, False, {"connection": connection, "cursor": cursor})
 
 
-def _statement_sizes(rows: int, connection, columns: int) -> list[int]:
-    """Rows per INSERT: as many full statements as fit, then the rest in powers of two, so
-    that the driver's statement cache holds a few statements per table, not one per size."""
-    largest = max(1, min(ROWS_PER_STATEMENT, connection.features.max_query_params // columns))
+def _statement_sizes(rows: int, connection, columns: int, once: int = 0) -> list[int]:
+    """Rows per INSERT of `columns` values each (and `once` more values per statement): as
+    many full statements as fit, then the rest in powers of two, so that the driver's
+    statement cache holds a few statements per table, not one per size."""
+    fit = (connection.features.max_query_params - once) // columns
+    largest = max(1, min(ROWS_PER_STATEMENT, fit))
     sizes = [largest] * (rows // largest)
     rest = rows % largest
     while rest:

@@ -36,10 +36,18 @@ def prepare_plan(plan: Plan, run_id: int, seen: list, connection=None) -> None:
     has seen (see settle.plan_missing)."""
     plan.written = plan.written_keys()
     plan.user_rows = Rows(
-        User, NewUser.FIELDS, [user.values for user in plan.creates], connection=connection
+        User,
+        NewUser.FIELDS,
+        [user.values for user in plan.creates],
+        connection=connection,
+        later=["id"],
     )
     plan.change_rows = Rows(
-        SyncChange, Change.COLUMNS, (c.row(run_id) for c in plan.changes), connection=connection
+        SyncChange,
+        Change.COLUMNS,
+        (c.row(run_id) for c in plan.changes),
+        connection=connection,
+        later=["user"],
     )
     plan.seen_rows = Rows(
         SeenRecord,
