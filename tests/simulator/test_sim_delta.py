@@ -161,9 +161,8 @@ def test_a_row_changed_twice_is_reported_once_at_its_latest_version(api, sim):
     assert changed[1]["fullname"].startswith("Twice")
     assert [r["id"] for r in delta["value"] if "reason" in r] == [gone]
     count = api.get(
-        "/systemusers/$count?$deltatoken=" + re.search(
-            r"\$deltatoken=([^&]+)", last["@odata.deltaLink"]
-        ).group(1)
+        "/systemusers/$count?$deltatoken="
+        + re.search(r"\$deltatoken=([^&]+)", last["@odata.deltaLink"]).group(1)
     )
     assert count.status_code == 200, count.text
     assert int(count.text.lstrip("\ufeff")) == 3
