@@ -164,8 +164,7 @@ class Rows:
             }
             if len(self.constants) == self.width:
                 self.constants = {}
-            self.varying = [i for i in range(self.width) if i not in self.constants]
-        self._flatten({i: columns[i] for i in self.varying})
+        self._flatten({i: column for i, column in enumerate(columns) if i not in self.constants})
 
     def _flatten(self, columns: dict[int, Sequence]) -> None:
         self.varying = sorted(columns)

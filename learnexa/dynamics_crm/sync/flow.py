@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing, nullcontext
+from contextlib import closing
 
 from django.db import connection
 
@@ -122,13 +122,12 @@ class PageFlow:
         """Fetch a page and map it, the next ones while this one is written: where
         `prefetches`, pages are fetched in one thread and mapped in another, so that the next
         request leaves as soon as a page is parsed, not once it is mapped as well."""
-        client = self.context.client
+        fetched = self.context.client.pages(url, track_changes=track_changes)
         if not self.prefetches:
-            return self.map_pages(client.pages(url, track_changes=track_changes))
+            return self.map_pages(fetched)
         if self.serial:
-            return _AtHand(self.map_pages(client.pages(url, track_changes=track_changes)))
-        fetched = Prefetched(client.pages(url, track_changes=track_changes), name="sync-fetch")
-        return Prefetched(self.map_pages(fetched), name="sync-map")
+            return _AtHand(self.map_pages(fetched))
+        return Prefetched(self.map_pages(Prefetched(fetched, name="sync-fetch")), name="sync-map")
 
     @property
     def prefetches(self) -> bool:
@@ -138,9 +137,10 @@ class PageFlow:
         return setting.credential_type != setting.CredentialType.DELEGATED
 
     def map_pages(self, pages: Iterator[Page]):
-        """Each page with its mapped records; closes `pages` (a fetching thread) when done."""
+        """Each page with its mapped records; closes `pages` (the client's pages, or the
+        fetching thread) when done."""
         mapping = self.context.mapping
-        with closing(pages) if isinstance(pages, Prefetched) else nullcontext():
+        with closing(pages):
             for page in pages:
                 yield page, mapping.map_page(page.rows)
 
