@@ -149,6 +149,8 @@ class RequestHandler(BaseHTTPRequestHandler):
             "method": self.command,
             "path": self.path,
             "host": self.headers.get("Host"),  # as sent: shows where a redirect led
+            # What the client preferred (page size, annotations, change tracking), as sent.
+            "prefer": ",".join(self.headers.get_all("Prefer") or []),
             "status": None,
             "timestamp": sim._iso_now(),
         }

@@ -64,6 +64,30 @@ def test_it_sends_the_documented_headers_and_follows_next_links_unchanged():
     assert client.requests == 2
 
 
+def test_whether_a_page_carries_formatted_values_is_asked_before_each_request():
+    prefers = []
+
+    def handler(request):
+        prefers.append(request.headers["Prefer"])
+        page = int(request.url.params.get("page", "1"))
+        more = {"@odata.nextLink": f"{ORG}/api/data/v9.2/systemusers?page={page + 1}"}
+        return httpx.Response(200, json={"value": [], **(more if page < 3 else {})})
+
+    client, _ = client_for(handler, page_size=2)
+    answers = iter([True, False, False])
+    url = client.collection_url("systemusers", select=["firstname"])
+
+    assert len(list(client.pages(url, track_changes=True, formatted_values=answers.__next__))) == 3
+    annotated = (
+        'odata.maxpagesize=2,odata.include-annotations="OData.Community.Display.V1.FormattedValue"'
+    )
+    assert prefers == [
+        f"{annotated},odata.track-changes",
+        "odata.maxpagesize=2,odata.track-changes",
+        "odata.maxpagesize=2,odata.track-changes",
+    ]
+
+
 def test_a_next_link_to_another_host_is_refused_before_the_token_leaves():
     calls = []
 

@@ -95,21 +95,62 @@ def test_one_businessunits_request_per_run_whatever_the_records(settings, settin
     assert len(businessunit_requests(simulator)) == 1
 
 
+def page_requests(simulator) -> list[dict]:
+    return [e for e in simulator.request_log() if "/systemusers" in e["path"]]
+
+
+def with_formatted_values(entry: dict) -> bool:
+    return "odata.include-annotations" in entry["prefer"]
+
+
 @pytest.mark.django_db
-def test_a_full_read_whose_pages_carry_the_names_asks_nothing_more(settings, setting, simulator):
+def test_a_full_read_reads_the_names_once_and_then_asks_pages_without_them(
+    settings, setting, simulator
+):
+    """Formatted values make every page larger and slower to build and to read: a full
+    read reads the business units' names beside its first page, and asks for the pages
+    after it without them."""
     settings.LEARNEXA_DYNAMICS_PAGE_SIZE = 50
     simulator.clear_request_log()
 
     first = sync(setting)
-    again = sync(setting, full=True)
 
-    assert first.pages > 3 and again.mode == SyncRun.Mode.FULL and again.unchanged
-    assert businessunit_requests(simulator) == []
+    assert first.pages > 3
+    assert len(businessunit_requests(simulator)) == 1
+    pages = page_requests(simulator)
+    assert len(pages) == first.pages
+    assert with_formatted_values(pages[0])
+    assert not any(with_formatted_values(entry) for entry in pages[2:])
     names = set(unit_names(simulator).values())
     departments = set(
         User.objects.filter(company=setting.company).values_list("department", flat=True)
     )
     assert departments == names
+
+    # A full read again: the same names, once, and every user unchanged.
+    simulator.clear_request_log()
+    again = sync(setting, full=True)
+    assert again.mode == SyncRun.Mode.FULL and again.unchanged == first.created
+    assert len(businessunit_requests(simulator)) == 1
+
+
+@pytest.mark.django_db
+def test_a_full_read_without_access_to_businessunits_keeps_asking_for_the_names(
+    settings, setting, simulator
+):
+    settings.LEARNEXA_DYNAMICS_PAGE_SIZE = 50
+    simulator.set_read_privilege("businessunit", False)
+    simulator.clear_request_log()
+
+    run = sync(setting)
+
+    pages = page_requests(simulator)
+    assert run.pages > 3 and len(pages) == run.pages
+    assert all(with_formatted_values(entry) for entry in pages)
+    departments = set(
+        User.objects.filter(company=setting.company).values_list("department", flat=True)
+    )
+    assert departments == set(unit_names(simulator).values())
 
 
 @pytest.mark.django_db
@@ -127,6 +168,7 @@ def test_a_delta_without_the_names_and_without_access_to_businessunits(setting, 
     new_id = simulator.create_user(
         firstname="Nia", lastname="Okafor", internalemailaddress="nia.okafor@contoso.com"
     )
+    simulator.clear_request_log()
 
     run = sync(setting)
 
@@ -138,6 +180,46 @@ def test_a_delta_without_the_names_and_without_access_to_businessunits(setting, 
     assert "department" not in change.fields
     assert User.objects.get(dynamics_systemuser_id=new_id).department == ""
     assert len(businessunit_requests(simulator)) == 1  # tried once, not per record
+
+
+def test_pages_carry_formatted_values_until_the_names_are_read_and_after_one_is_missed():
+    unit = "bb8d48ae-9d44-406d-92da-387b96b32301"
+    readable = {"businessunit": True}
+
+    def read(entity_set, columns):
+        if not readable["businessunit"]:
+            return None
+        return [{"businessunitid": unit, "name": "Engineering"}]
+
+    mapping = Mapping()
+    assert mapping.wants_formatted_values()  # no way to read names at all
+    mapping.read_names_with(read)
+    assert mapping.wants_formatted_values()  # not read yet
+    mapping.read_lookup_names()
+    assert not mapping.wants_formatted_values()
+
+    record = {
+        "systemuserid": "9025bbf4-3430-4d0c-bfcf-16f0bf7fbc80",
+        "internalemailaddress": "a@contoso.com",
+        "_businessunitid_value": unit,
+    }
+    assert mapping.map(record).fields["department"] == "Engineering"
+    assert not mapping.wants_formatted_values()
+    # A unit added since the names were read: the rest of the run's pages carry them.
+    added = mapping.map({**record, "_businessunitid_value": "0c7a6a1e-5a57-4e2b-9d65-33d0c7e1f00d"})
+    assert added.unknown == ("department",)
+    assert mapping.wants_formatted_values()
+
+    # Where the sync may not read business units, pages always carry them.
+    readable["businessunit"] = False
+    denied = Mapping()
+    denied.read_names_with(read)
+    denied.read_lookup_names()
+    assert denied.wants_formatted_values()
+    # A mapping that reads no lookup never needs them.
+    plain = Mapping.from_config({"department": None})
+    plain.read_names_with(read)
+    assert not plain.wants_formatted_values()
 
 
 def test_mapping_fills_missing_names_only_when_needed():

@@ -154,21 +154,27 @@ class DataverseClient:
             query += f"&$filter={quote(filter, safe='')}"
         return f"{self.api_root}/{entity_set}?{query}"
 
-    def pages(self, url: str, *, track_changes: bool = False) -> Iterator[Page]:
+    def pages(
+        self,
+        url: str,
+        *,
+        track_changes: bool = False,
+        formatted_values: Callable[[], bool] = lambda: True,
+    ) -> Iterator[Page]:
         """Yield each page of a collection, following @odata.nextLink unchanged.
 
         `url` is a collection URL, a delta link, or a nextLink kept from an earlier run to
         resume from. With `track_changes`, the last page carries the delta link for the
-        next read.
+        next read. `formatted_values` says, before each request, whether the page should
+        carry Dataverse's formatted values (display names of lookups and choices).
         """
-        prefer = [
-            f"odata.maxpagesize={self.page_size}",
-            f'odata.include-annotations="{FORMATTED_VALUE}"',
-        ]
+        prefer = [f"odata.maxpagesize={self.page_size}"]
         if track_changes or "$deltatoken=" in url:
             prefer.append("odata.track-changes")
+        annotations = f'odata.include-annotations="{FORMATTED_VALUE}"'
         while url:
-            body = self.get(url, prefer=",".join(prefer))
+            asked = prefer[:1] + [annotations] + prefer[1:] if formatted_values() else prefer
+            body = self.get(url, prefer=",".join(asked))
             records = body.get("value")
             if not isinstance(records, list):
                 raise DataverseError(

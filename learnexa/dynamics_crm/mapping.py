@@ -235,10 +235,16 @@ class Scope:
             c.column for c in self.conditions
         ]
 
-    def excludes(self, record: dict) -> str:
+    def excludes(self, record: dict, unit_names: dict[str, str] | None = None) -> str:
+        """Why the record is out of the scope, or "". `unit_names`: business units' names
+        by id, for a record without the formatted value."""
         column = self.unit_column
         if self.business_units and str(record.get(column) or "").lower() not in self.business_units:
-            unit = record.get(column + FORMATTED) or record.get(column)
+            unit = (
+                record.get(column + FORMATTED)
+                or (unit_names or {}).get(parse_guid(record.get(column)))
+                or record.get(column)
+            )
             return f"Out of the sync's scope: business unit {unit or 'none'} is not one of those chosen."
         for condition in self.conditions:
             if not condition.matches(record):
@@ -332,6 +338,30 @@ class Mapping:
         as long as this mapping, which is one run's."""
         self.names = LookupNames(read)
 
+    def lookups(self) -> list[str]:
+        """The lookup columns whose related rows' names the mapping reads: its fields', and
+        the scope's business unit for the reason it gives."""
+        columns = [
+            key.removesuffix(FORMATTED)
+            for _, keys, _ in self._readers
+            for key in keys
+            if key.endswith(FORMATTED)
+        ]
+        return columns + ([self.scope.unit_column] if self.scope.business_units else [])
+
+    def wants_formatted_values(self) -> bool:
+        """Whether pages should carry Dataverse's formatted values: only while a lookup the
+        mapping reads has no names the run read itself. They make every page larger and
+        slower to build and to read (benchmarks/README.md: a third of a full read's time)."""
+        names = self.names
+        return any(names is None or not names.complete(column) for column in self.lookups())
+
+    def read_lookup_names(self) -> None:
+        """Read the names of the lookups the mapping reads, where the sync can itself."""
+        for column in self.lookups():
+            if self.names is not None and column in LOOKUP_TABLES:
+                self.names.names(column)
+
     def rule(self, name: str) -> FieldRule | None:
         return next((r for r in self.rules if r.field == name), None)
 
@@ -350,10 +380,16 @@ class Mapping:
         mapped, records = zip(*people, strict=True)
         scope = self.scope
         if scope.business_units or scope.conditions:
+            names = self.names
+            unit_names = (
+                names.names(scope.unit_column)
+                if names is not None and names.complete(scope.unit_column)
+                else None
+            )
             for m, record in people:
                 # Being disabled in Dynamics comes first: it deactivates whatever the
                 # switch for leaving the scope says.
-                if m.is_enabled and (reason := scope.excludes(record)):
+                if m.is_enabled and (reason := scope.excludes(record, unit_names)):
                     m.is_enabled, m.disabled_reason = False, reason
                     m.out_of_scope = True
         for name, keys, max_length in self._readers:
@@ -393,6 +429,8 @@ class Mapping:
                 values[i] = clean_text(name, max_length)
             else:
                 unknown.add(i)
+        if unknown and self.names is not None:
+            self.names.missed(column)
         return unknown
 
 
@@ -402,14 +440,17 @@ LOOKUP_TABLES = {"_businessunitid_value": ("businessunits", "businessunitid", "n
 
 
 class LookupNames:
-    """The names of lookups' related rows (business units), read in one go the first time
-    a page lacks them and kept for the run: never a request per record, and none at all
-    while pages carry the formatted values."""
+    """The names of lookups' related rows (business units), read in one go and kept for the
+    run: never a request per record. A full read has them read beside its first page, and
+    asks for its later pages without formatted values (Mapping.wants_formatted_values);
+    other reads ask for them only when a page lacks a name."""
 
-    def __init__(self, read: Callable[[str, list[str]], Iterable[dict]]):
-        # read(entity set, columns) → its rows; what it can't read, it returns empty.
+    def __init__(self, read: Callable[[str, list[str]], Iterable[dict] | None]):
+        # read(entity set, columns) → its rows, or None where the sync may not read it.
         self._read = read
         self._names: dict[str, dict[str, str]] = {}
+        # The entity sets whose names were read, and named every record since.
+        self._complete: set[str] = set()
         self._lock = threading.Lock()
 
     def names(self, column: str) -> dict[str, str]:
@@ -420,10 +461,23 @@ class LookupNames:
                 rows = self._read(entity_set, [key, name])
                 self._names[entity_set] = {
                     guid: row[name]
-                    for row in rows
+                    for row in rows or ()
                     if (guid := parse_guid(row.get(key))) and isinstance(row.get(name), str)
                 }
+                if rows is not None:
+                    self._complete.add(entity_set)
             return self._names[entity_set]
+
+    def complete(self, column: str) -> bool:
+        """Whether the names of `column`'s related rows are read and have named every record
+        since, so that pages need not carry them. Never reads, never waits."""
+        table = LOOKUP_TABLES.get(column)
+        return table is not None and table[0] in self._complete
+
+    def missed(self, column: str) -> None:
+        """A record named a row the names lack (one added since they were read): pages carry
+        the formatted values again for the rest of the run."""
+        self._complete.discard(LOOKUP_TABLES[column][0])
 
 
 def value_key(column: str) -> str:

@@ -43,12 +43,12 @@ def open_client(setting: DynamicsCrmSetting, **options) -> DataverseClient:
 NAMES_PAGE_SIZE = 5000
 
 
-def name_reader(client: DataverseClient) -> Callable[[str, list[str]], list[dict]]:
-    """How a run reads lookups' related rows when its pages lack their names (see
-    mapping.LookupNames). A table the sync may not read leaves those fields as they are
-    here rather than failing the run; what may pass (throttling, an outage) fails it."""
+def name_reader(client: DataverseClient) -> Callable[[str, list[str]], list[dict] | None]:
+    """How a run reads lookups' related rows for their names (see mapping.LookupNames). A
+    table the sync may not read (None) leaves those fields as they are here rather than
+    failing the run; what may pass (throttling, an outage) fails it."""
 
-    def read(entity_set: str, columns: list[str]) -> list[dict]:
+    def read(entity_set: str, columns: list[str]) -> list[dict] | None:
         url, rows = client.collection_url(entity_set, select=columns), []
         try:
             # Pages as large as Dataverse serves, whatever the sync's page size: one request
@@ -62,6 +62,6 @@ def name_reader(client: DataverseClient) -> Callable[[str, list[str]], list[dict
             if exc.retryable:
                 raise
             logger.warning("The sync could not read %s for their names: %s", entity_set, exc)
-            return []
+            return None
 
     return read

@@ -122,7 +122,12 @@ class PageFlow:
         """Fetch a page and map it, the next ones while this one is written: where
         `prefetches`, pages are fetched in one thread and mapped in another, so that the next
         request leaves as soon as a page is parsed, not once it is mapped as well."""
-        fetched = self.context.client.pages(url, track_changes=track_changes)
+        context = self.context
+        fetched = context.client.pages(
+            url,
+            track_changes=track_changes,
+            formatted_values=context.mapping.wants_formatted_values,
+        )
         if not self.prefetches:
             return self.map_pages(fetched)
         if self.serial:

@@ -24,6 +24,7 @@ from learnexa.ops.logs import log_context
 from .. import notifications
 from ..credentials import AuthenticationError
 from ..dataverse import DataverseClient, DataverseError, DeltaExpired
+from ..mapping import Mapping
 from ..models import DynamicsCrmSetting, SyncRun
 from ..retries import RetryBudget
 from .apply import LeaseLost
@@ -212,6 +213,9 @@ def _read_and_settle(run: SyncRun, flow: PageFlow) -> None:
                 _keep_change_tracking(setting, client.change_tracking_enabled(logical_name))
             flow.expected = _count_records(client, logical_name, beside=flow.prefetches)
             url = client.collection_url(mapping.source.key, select=mapping.columns)
+        if flow.prefetches:
+            # Beside the first page, so that the later ones need no formatted values.
+            _beside(_read_lookup_names, mapping)
         try:
             flow.read(url, full=True, track_changes=bool(setting.change_tracking))
         except DataverseError as exc:
@@ -228,6 +232,14 @@ def _read_and_settle(run: SyncRun, flow: PageFlow) -> None:
     settle(run, context, full=run.mode == SyncRun.Mode.FULL)
     if not run.dry_run:
         _keep_delta(run, context)
+
+
+def _read_lookup_names(mapping: Mapping) -> None:
+    """Read the names of the lookups the mapping reads; should that fail, pages carry them."""
+    try:
+        mapping.read_lookup_names()
+    except Exception as exc:
+        logger.warning("Could not read the names of lookups: %s", exc)
 
 
 def _keep_change_tracking(setting: DynamicsCrmSetting, enabled: bool) -> None:
