@@ -6,7 +6,7 @@ once per run at most, and not at all while pages carry the names."""
 import pytest
 
 from learnexa.accounts.models import User
-from learnexa.dynamics_crm.mapping import Mapping
+from learnexa.dynamics_crm.mapping import Mapping, Scope
 from learnexa.dynamics_crm.models import SyncChange, SyncRun
 from learnexa.dynamics_crm.sync import execute_run
 
@@ -210,6 +210,11 @@ def test_pages_carry_formatted_values_until_the_names_are_read_and_after_one_is_
     assert added.unknown == ("department",)
     assert mapping.wants_formatted_values()
 
+    # A lookup whose names the sync doesn't read itself: always carried by the pages.
+    manager = Mapping.from_config({"job_title": {"column": "_parentsystemuserid_value"}})
+    manager.read_names_with(read)
+    manager.read_lookup_names()
+    assert manager.wants_formatted_values()
     # Where the sync may not read business units, pages always carry them.
     readable["businessunit"] = False
     denied = Mapping()
@@ -220,6 +225,29 @@ def test_pages_carry_formatted_values_until_the_names_are_read_and_after_one_is_
     plain = Mapping.from_config({"department": None})
     plain.read_names_with(read)
     assert not plain.wants_formatted_values()
+
+
+def test_leaving_the_scope_names_the_unit_from_the_names_read_when_the_page_lacks_it():
+    chosen, other = "bb8d48ae-9d44-406d-92da-387b96b32301", "0c7a6a1e-5a57-4e2b-9d65-33d0c7e1f00d"
+
+    def read(entity_set, columns):
+        return [{"businessunitid": other, "name": "Sales"}]
+
+    mapping = Mapping()
+    mapping.scope = Scope.from_config([chosen], [])
+    mapping.read_names_with(read)
+    record = {
+        "systemuserid": "9025bbf4-3430-4d0c-bfcf-16f0bf7fbc80",
+        "internalemailaddress": "a@contoso.com",
+        "_businessunitid_value": other,
+    }
+    before = mapping.map(record)  # names not read: the unit's id
+    mapping.read_lookup_names()
+    after = mapping.map(record)
+
+    assert before.disabled_reason.startswith(f"Out of the sync's scope: business unit {other} ")
+    assert after.disabled_reason.startswith("Out of the sync's scope: business unit Sales ")
+    assert not after.is_enabled and after.out_of_scope
 
 
 def test_mapping_fills_missing_names_only_when_needed():
