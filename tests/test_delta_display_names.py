@@ -3,8 +3,6 @@ formatted value. Whether delta pages carry formatted values is not documented (t
 simulator's don't), so where a page lacks the name the sync reads `businessunits` itself:
 once per run at most, and not at all while pages carry the names."""
 
-from concurrent.futures import Future
-
 import pytest
 
 from learnexa.accounts.models import User
@@ -147,15 +145,7 @@ def test_once_the_names_are_read_no_page_carries_formatted_values(
     """What is asked beside the read is answered before it starts: every page then comes
     without formatted values, and the departments are still the units' names."""
 
-    def at_once(ask, *args):
-        answered = Future()
-        try:
-            answered.set_result(ask(*args))
-        except Exception as exc:
-            answered.set_exception(exc)
-        return answered
-
-    monkeypatch.setattr(run_module, "_beside", at_once)
+    monkeypatch.setattr(run_module, "_beside", run_module._answered)
     settings.LEARNEXA_DYNAMICS_PAGE_SIZE = 50
     simulator.clear_request_log()
 

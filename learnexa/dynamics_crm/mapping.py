@@ -358,9 +358,10 @@ class Mapping:
 
     def read_lookup_names(self) -> None:
         """Read the names of the lookups the mapping reads, where the sync can itself."""
-        for column in self.lookups():
-            if self.names is not None and column in LOOKUP_TABLES:
-                self.names.names(column)
+        if self.names is not None:
+            for column in self.lookups():
+                if column in LOOKUP_TABLES:
+                    self.names.names(column)
 
     def rule(self, name: str) -> FieldRule | None:
         return next((r for r in self.rules if r.field == name), None)

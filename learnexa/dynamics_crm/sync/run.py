@@ -269,19 +269,22 @@ def _beside[T](ask: Callable[..., T], *args) -> Future[T]:
         asking.shutdown(wait=False)
 
 
+def _answered[T](ask: Callable[..., T], *args) -> Future[T]:
+    """Ask Dynamics now, in this thread: the answer, or the error, as _beside gives it."""
+    answered = Future()
+    try:
+        answered.set_result(ask(*args))
+    except Exception as exc:
+        answered.set_exception(exc)
+    return answered
+
+
 def _count_records(client: DataverseClient, logical_name: str, *, beside: bool) -> Future:
     """How many records the full read will return, for its progress bar: asked `beside` the
     read where pages are fetched in a thread too (one more wait on Dynamics before the first
     page would be one more on the run's time), and only an estimate (PageFlow.take_expected
     keeps it, or logs why not)."""
-    if not beside:
-        counted = Future()
-        try:
-            counted.set_result(client.record_count(logical_name))
-        except Exception as exc:
-            counted.set_exception(exc)
-        return counted
-    return _beside(client.record_count, logical_name)
+    return (_beside if beside else _answered)(client.record_count, logical_name)
 
 
 def _keep_delta(run: SyncRun, context: SyncContext) -> None:
